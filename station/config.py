@@ -1,0 +1,179 @@
+"""Station configuration: one TOML file, one pydantic model per section.
+
+Every section forbids unknown keys, so a typo stops the start instead of being ignored. `load_config`
+turns pydantic's errors into `ConfigError`, whose message names the file, the key path and, where the
+key is written in the file, its line.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used. The message is meant for the person who wrote the file."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Mm = Annotated[float, Field(ge=-10_000, le=100_000)]
+
+
+class StationSection(Section):
+    site: str = Field("SITE-1", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$",
+                      description="Site (mail-processing centre) id; part of every MQTT topic.")
+    lane: str = Field("lane-1", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$",
+                      description="Lane id within the site; part of every MQTT topic.")
+
+
+class LaneSection(Section):
+    """Belt geometry in millimetres from the entry photo-eye, and the timing the lane logic keeps."""
+
+    belt_speed_mm_s: float = Field(1000.0, gt=0, le=3000, description="Belt speed set-point.")
+    barcode_mm: Mm = Field(250.0, description="Barcode reader position.")
+    tunnel_start_mm: Mm = Field(500.0, description="Scanner tunnel entrance.")
+    tunnel_end_mm: Mm = Field(1300.0, description="Scanner tunnel exit (exit photo-eye).")
+    gate_mm: Mm = Field(2500.0, description="Divert gate (gate photo-eye).")
+    gate_margin_mm: float = Field(120.0, ge=0, le=2000,
+                                  description="A decision must be on the gate output this far before the gate.")
+    read_window_mm: float = Field(150.0, gt=0, le=2000,
+                                  description="How far from the expected position a barcode or scan may be bound to an item.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LaneSection:
+        if not (0 < self.barcode_mm < self.tunnel_start_mm < self.tunnel_end_mm < self.gate_mm):
+            raise ValueError("positions must increase: 0 < barcode_mm < tunnel_start_mm < tunnel_end_mm < gate_mm")
+        return self
+
+
+class PlcSection(Section):
+    profile: str = Field("default", description="Register-map profile: a name in drivers/profiles or a file path.")
+    host: str = Field("127.0.0.1", description="Modbus TCP host of the PLC.")
+    port: int = Field(502, ge=1, le=65535, description="Modbus TCP port.")
+    poll_interval_s: float = Field(0.02, gt=0, le=1, description="Time between grouped polls.")
+    timeout_s: float = Field(0.5, gt=0, le=10, description="Per-request timeout.")
+
+
+class ScannerSection(Section):
+    port: str = Field("/dev/ttyUSB0", description="Serial device of the X-ray scanner.")
+    baudrate: int = Field(115200, gt=0)
+    spool_dir: Path = Field(Path("spool"), description="Folder the scanner writes images into (relative to data_dir).")
+
+
+class BarcodeSection(Section):
+    port: str = Field("/dev/ttyUSB1", description="Serial device of the barcode reader.")
+    baudrate: int = Field(9600, gt=0)
+
+
+class ModelSection(Section):
+    path: Path | None = Field(None, description="Model folder (model.onnx + manifest.json); empty = the packaged default.")
+    threads: int = Field(2, ge=1, le=64, description="onnxruntime intra-op threads.")
+    timeout_s: float = Field(2.0, gt=0, le=60, description="Per-image inference timeout; a late image goes to INSPECT.")
+
+
+class StorageSection(Section):
+    data_dir: Path = Field(Path("var"), description="Database, images and spool live here.")
+
+
+class MqttSection(Section):
+    host: str = Field("", description="Broker host; empty keeps every message in the outbox.")
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    tls: bool = Field(False, description="Connect with TLS (system CA store).")
+    ca_file: Path | None = Field(None, description="CA bundle for TLS, if not the system one.")
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    client_id: str = Field("", description="Empty derives 'station-{site}-{lane}'.")
+
+
+class WebSection(Section):
+    host: str = Field("127.0.0.1", description="Console bind address (the console is not served yet).")
+    port: int = Field(8080, ge=1, le=65535)
+
+
+class SimulatorSection(Section):
+    seed: int = Field(1, description="Seed of the item stream; the same seed repeats a run exactly.")
+    item_rate_per_s: float = Field(1.0, gt=0, le=10, description="Items put on the belt per second (when space allows).")
+    threat_share: float = Field(0.2, ge=0, le=1)
+    noread_share: float = Field(0.03, ge=0, le=1)
+    invalid_s10_share: float = Field(0.03, ge=0, le=1)
+    ead_missing_share: float = Field(0.05, ge=0, le=1)
+    unreadable_image_share: float = Field(0.0, ge=0, le=1, description="Scans written as a corrupt file (fault injection).")
+
+
+class Config(Section):
+    station: StationSection = StationSection()
+    lane: LaneSection = LaneSection()
+    plc: PlcSection = PlcSection()
+    scanner: ScannerSection = ScannerSection()
+    barcode: BarcodeSection = BarcodeSection()
+    model: ModelSection = ModelSection()
+    storage: StorageSection = StorageSection()
+    mqtt: MqttSection = MqttSection()
+    web: WebSection = WebSection()
+    simulator: SimulatorSection = SimulatorSection()
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.storage.data_dir / self.scanner.spool_dir
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read and validate a TOML file; None gives the built-in defaults. Raises ConfigError."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from err
+    return parse_config(raw, source=str(path), text=text)
+
+
+def parse_config(raw: dict[str, Any], source: str = "<config>", text: str = "") -> Config:
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+            where = _line_of(text, e["loc"])
+            at = f":{where}" if where else ""
+            problem = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+            lines.append(f"{source}{at}: {key}: {problem}")
+        raise ConfigError("\n".join(lines)) from err
+    # Relative data paths are relative to the config file's folder, so a config works from any cwd.
+    if source != "<config>" and not config.storage.data_dir.is_absolute():
+        data_dir = Path(source).parent / config.storage.data_dir
+        config = config.model_copy(update={"storage": config.storage.model_copy(update={"data_dir": data_dir})})
+    return config
+
+
+def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
+    """The line where the key at `loc` is written: its `[table]` header, then `key =` inside it."""
+    if not text or not loc:
+        return None
+    table, key = [str(p) for p in loc[:-1]], str(loc[-1])
+    current: list[str] = []
+    header_line = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped.startswith("[") and not stripped.startswith("[["):
+            current = [p.strip().strip('"') for p in stripped.strip("[]").split(".")]
+            if current == [str(p) for p in loc]:
+                header_line = number
+            continue
+        name = stripped.split("=", 1)[0].strip().strip('"')
+        if "=" in stripped and current == table and name == key:
+            return number
+    return header_line

@@ -1,0 +1,332 @@
+"""The lane's decisions, as a pure state machine: `LaneCore.handle(event) -> list[command]`.
+
+It follows every item by belt position (encoder millimetres), binds the barcode and the scan that
+belong to it, asks for inference and EAD, decides, and keeps the divert gate's output equal to the
+decision of the next item to reach the gate. Nothing here awaits, reads a clock or touches I/O.
+
+Guarantees (each is tested):
+- every tracked item that reaches the gate is reported exactly once (`ItemRouted`), in belt order;
+- the gate output is CLEAR only while the next item to reach the gate has a CLEAR decision made before
+  its deadline (`gate_mm - gate_margin_mm`) and the lane is RUNNING; the gate acts on the item whose
+  leading edge crosses it, so the output moves on to the next item once the gate eye has seen this one;
+- E-stop, a PLC fault, a lost PLC link or an open scanner interlock stop the belt and send every item
+  still on it to INSPECT; E-stop needs an operator reset before the belt may start again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from station.config import LaneSection
+from station.ead.s10 import s10_problem
+from station.lane import messages as m
+from station.risk import Decision, Evidence, decide
+
+
+class LaneState(str, Enum):
+    STOPPED = "STOPPED"
+    RUNNING = "RUNNING"
+    FAULT = "FAULT"
+    ESTOP = "ESTOP"
+
+
+@dataclass
+class Track:
+    track_id: int
+    entry_mm: float  # encoder reading when the leading edge reached the entry eye
+    entered_t: float
+    length_mm: float | None = None
+    barcode: str | None = None
+    barcode_state: str = "pending"  # pending | read | noread | missing
+    item_id: str | None = None
+    id_problem: m.Reason | None = None
+    ead_state: str = "pending"  # pending | found | missing | not_looked_up
+    ead_version: int | None = None
+    scan_id: str | None = None
+    scan_state: str = "pending"  # pending | started | done
+    image_path: str | None = None
+    image_sha256: str | None = None
+    image_ready_t: float | None = None
+    inference_state: str = "pending"  # pending | running | done | failed | skipped
+    detections: tuple[m.Detected, ...] = ()
+    inference_failure: m.Reason | None = None
+    problems: list[m.Reason] = field(default_factory=list)
+    decision: Decision | None = None
+    decided_t: float | None = None
+    gate_set_t: float | None = None
+
+    def lead(self, encoder_mm: float) -> float:
+        return encoder_mm - self.entry_mm
+
+
+class LaneCore:
+    def __init__(self, lane: LaneSection, *, manual_only: bool = False,
+                 decide_fn: Callable[[Evidence], Decision] = decide) -> None:
+        self.lane = lane
+        self.manual_only = manual_only
+        self._decide = decide_fn
+        self.state = LaneState.STOPPED
+        self.fault: str | None = None
+        self.tracks: list[Track] = []  # unrouted, in belt order (oldest = nearest the gate)
+        self.values: dict[str, bool | int | float] = {}
+        self.plc_up = False
+        self.gate_clear = False  # what we last commanded
+        self._next_id = 1
+        self.counters: dict[str, int] = {"tracked": 0, "routed": 0}
+
+    # ---- entry point --------------------------------------------------------------------------
+
+    def handle(self, event: m.Event) -> list[m.Command]:
+        out: list[m.Command] = []
+        match event:
+            case m.Snapshot():
+                self._on_snapshot(event, out)
+            case m.PlcLink(up=up, detail=detail):
+                self.plc_up = up
+                if not up:
+                    self._enter_fault("PLC_LINK_LOST", detail or "PLC not answering", event.t, out)
+            case m.BarcodeScanned():
+                self._on_barcode(event, out)
+            case m.ScanStarted():
+                self._on_scan_started(event, out)
+            case m.ScanDone():
+                self._on_scan_done(event, out)
+            case m.InterlockChanged(open=True):
+                self._enter_fault("SCANNER_INTERLOCK", "scanner interlock opened", event.t, out)
+            case m.InferenceDone() | m.InferenceFailed() | m.EadResolved():
+                self._on_result(event)
+            case m.Operator():
+                self._on_operator(event, out)
+        self._check_positions(event.t, out)
+        self._decide_ready(event.t)
+        self._drive_gate(event.t, out)
+        return out
+
+    # ---- PLC snapshots ------------------------------------------------------------------------
+
+    def _on_snapshot(self, snap: m.Snapshot, out: list[m.Command]) -> None:
+        before, now = self.values, dict(snap.values)
+        self.values = now
+        if not self.plc_up:
+            self.plc_up = True
+        enc = float(now["encoder"])
+
+        def rose(name: str) -> bool:
+            return bool(now.get(name)) and not bool(before.get(name, False))
+
+        def fell(name: str) -> bool:
+            return bool(before.get(name)) and not bool(now.get(name))
+
+        if rose("estop_active"):
+            self._enter_fault("ESTOP", "emergency stop pressed", snap.t, out, estop=True)
+        elif now.get("fault_code") and not before.get("fault_code") and self.state is not LaneState.ESTOP:
+            self._enter_fault("PLC_FAULT", f"PLC fault code {now['fault_code']}", snap.t, out)
+        if before and fell("entry_eye") and self.tracks and self.tracks[-1].length_mm is None:
+            last = self.tracks[-1]
+            last.length_mm = last.lead(enc)
+        if rose("entry_eye"):
+            track = Track(self._next_id, enc, snap.t)
+            if self.state in (LaneState.FAULT, LaneState.ESTOP):
+                track.problems.append(m.Reason(self.fault or self.state.value, "the lane was in fault when the item entered"))
+            self.tracks.append(track)
+            self._next_id += 1
+            self.counters["tracked"] += 1
+        if rose("gate_eye"):
+            self._route(snap.t, enc, out)
+
+    def _route(self, t: float, enc: float, out: list[m.Command]) -> None:
+        routed = "CLEAR" if self.values.get("gate_clear") else "INSPECT"
+        head = self.tracks[0] if self.tracks else None
+        if head is None or head.lead(enc) < self.lane.gate_mm - self.lane.read_window_mm:
+            # Something reached the gate that we never saw enter (or tracking slipped): record it.
+            head = Track(-self._next_id, enc - self.lane.gate_mm, t)
+            self._next_id += 1
+            head.problems.append(m.Reason("UNTRACKED_ITEM", "an item reached the gate that was not tracked"))
+            out.append(m.Alarm("UNTRACKED_ITEM", f"item at the gate with no track (gate output {routed})"))
+        else:
+            self.tracks.pop(0)
+        if head.decision is None or head.problems:
+            self._decide_now(head, t)
+        assert head.decision is not None
+        if routed == "INSPECT" and head.decision.decision == "CLEAR":
+            # Fail safe, but the record must say where the item really went and why.
+            head.problems.append(m.Reason("GATE_NOT_SET", "the gate output was not CLEAR when the item reached it"))
+            self._decide_now(head, t)
+            out.append(m.Alarm("GATE_NOT_SET", f"track {head.track_id}: decided CLEAR, gate sent it to INSPECT"))
+        elif routed == "CLEAR" and head.decision.decision == "INSPECT":
+            out.append(m.Alarm("MISROUTED", f"track {head.track_id}: decided INSPECT, gate sent it to CLEAR"))
+        self.counters["routed"] += 1
+        out.append(self._routed(head, routed, t))
+
+    # ---- bindings -----------------------------------------------------------------------------
+
+    def _nearest(self, position_mm: float, pending: Callable[[Track], bool]) -> Track | None:
+        enc = float(self.values.get("encoder", 0.0))
+        near = [tr for tr in self.tracks if pending(tr) and abs(tr.lead(enc) - position_mm) <= self.lane.read_window_mm]
+        return min(near, key=lambda tr: abs(tr.lead(enc) - position_mm), default=None)
+
+    def _on_barcode(self, ev: m.BarcodeScanned, out: list[m.Command]) -> None:
+        track = self._nearest(self.lane.barcode_mm, lambda tr: tr.barcode_state == "pending")
+        if track is None:
+            out.append(m.Alarm("UNMATCHED_BARCODE", f"read {ev.code!r} with no item under the reader"))
+            return
+        if ev.code is None:
+            track.barcode_state, track.ead_state = "noread", "not_looked_up"
+            track.id_problem = m.Reason("NO_READ", "the barcode reader could not read the label")
+            return
+        track.barcode, track.barcode_state = ev.code, "read"
+        problem = s10_problem(ev.code)
+        if problem is not None:
+            track.ead_state = "not_looked_up"
+            track.id_problem = m.Reason("S10_INVALID", problem)
+            return
+        track.item_id = ev.code
+        out.append(m.LookUpEad(track.track_id, ev.code))
+
+    def _on_scan_started(self, ev: m.ScanStarted, out: list[m.Command]) -> None:
+        track = self._nearest(self.lane.tunnel_start_mm, lambda tr: tr.scan_state == "pending")
+        if track is None:
+            out.append(m.Alarm("UNMATCHED_SCAN", f"scan {ev.scan_id} started with no item at the tunnel"))
+            return
+        track.scan_id, track.scan_state = ev.scan_id, "started"
+
+    def _on_scan_done(self, ev: m.ScanDone, out: list[m.Command]) -> None:
+        track = next((tr for tr in self.tracks if tr.scan_id == ev.scan_id), None)
+        if track is None:
+            out.append(m.Alarm("UNMATCHED_SCAN", f"scan {ev.scan_id} finished for no tracked item"))
+            return
+        track.scan_state, track.image_path, track.image_sha256 = "done", ev.path, ev.sha256
+        track.image_ready_t = ev.t
+        if self.manual_only:
+            track.inference_state = "skipped"
+        else:
+            track.inference_state = "running"
+            out.append(m.RunInference(track.track_id, ev.path, ev.sha256))
+
+    def _on_result(self, ev: m.InferenceDone | m.InferenceFailed | m.EadResolved) -> None:
+        track = next((tr for tr in self.tracks if tr.track_id == ev.track_id), None)
+        if track is None:
+            return  # the item already passed the gate (and went to INSPECT): a late answer changes nothing
+        if isinstance(ev, m.InferenceDone):
+            track.inference_state, track.detections = "done", ev.detections
+        elif isinstance(ev, m.InferenceFailed):
+            track.inference_state, track.inference_failure = "failed", ev.reason
+        else:
+            track.ead_state = "found" if ev.found else "missing"
+            track.ead_version = ev.version
+
+    # ---- positions, deadlines, decisions ------------------------------------------------------
+
+    def _check_positions(self, t: float, out: list[m.Command]) -> None:
+        if "encoder" not in self.values:
+            return
+        enc, lane = float(self.values["encoder"]), self.lane
+        deadline = lane.gate_mm - lane.gate_margin_mm
+        for track in self.tracks:
+            lead = track.lead(enc)
+            if track.barcode_state == "pending" and lead > lane.barcode_mm + lane.read_window_mm:
+                track.barcode_state, track.ead_state = "missing", "not_looked_up"
+                track.id_problem = m.Reason("NO_READ", "the barcode reader reported nothing for this item")
+            if track.scan_state == "pending" and lead > lane.tunnel_start_mm + lane.read_window_mm:
+                track.scan_state = "missing"
+                track.problems.append(m.Reason("SCAN_MISSING", "the scanner did not scan this item"))
+            if track.decision is None and lead >= deadline:
+                track.problems.append(m.Reason("DECISION_LATE", self._late_detail(track)))
+                out.append(m.Alarm("DECISION_LATE", f"track {track.track_id}: {self._late_detail(track)}"))
+                self._decide_now(track, t)
+
+    @staticmethod
+    def _late_detail(track: Track) -> str:
+        if track.scan_state != "done":
+            return "no image by the gate deadline"
+        if track.inference_state in ("pending", "running"):
+            return "inference not finished by the gate deadline"
+        return "evidence incomplete at the gate deadline"
+
+    def _decide_ready(self, t: float) -> None:
+        for track in self.tracks:
+            if track.decision is not None and not (track.problems and track.decision.decision == "CLEAR"):
+                continue
+            inference_known = track.inference_state in ("done", "failed", "skipped") or track.scan_state == "missing"
+            identity_known = track.barcode_state != "pending" and track.ead_state != "pending"
+            if track.problems or (inference_known and identity_known):
+                self._decide_now(track, t)
+
+    def _decide_now(self, track: Track, t: float) -> None:
+        track.decision = self._decide(Evidence(
+            detections=track.detections,
+            inference_failure=track.inference_failure,
+            manual_only=self.manual_only,
+            id_problem=track.id_problem,
+            ead_found=None if track.ead_state in ("not_looked_up", "pending") else track.ead_state == "found",
+            lane_problems=tuple(track.problems),
+        ))
+        track.decided_t = t
+
+    def _drive_gate(self, t: float, out: list[m.Command]) -> None:
+        head = self.tracks[0] if self.tracks else None
+        want = (
+            self.state is LaneState.RUNNING
+            and head is not None
+            and head.decision is not None
+            and head.decision.decision == "CLEAR"
+        )
+        if want != self.gate_clear and self.plc_up:
+            self.gate_clear = want
+            if want and head is not None:
+                head.gate_set_t = t
+            out.append(m.WriteOutput("gate_clear", want))
+
+    # ---- lane state ---------------------------------------------------------------------------
+
+    def _enter_fault(self, code: str, detail: str, t: float, out: list[m.Command], estop: bool = False) -> None:
+        if self.state is LaneState.ESTOP and not estop:
+            return  # E-stop dominates; its reset is the way out
+        self.state = LaneState.ESTOP if estop else LaneState.FAULT
+        self.fault = code
+        out.append(m.Alarm(code, detail))
+        if self.plc_up:
+            out.append(m.WriteOutput("belt_run", False))
+        for track in self.tracks:
+            track.problems.append(m.Reason(code, f"{detail} while the item was on the belt"))
+
+    def _on_operator(self, ev: m.Operator, out: list[m.Command]) -> None:
+        if ev.action == "stop":
+            if self.state is LaneState.RUNNING:
+                self.state = LaneState.STOPPED
+            out.append(m.WriteOutput("belt_run", False))
+        elif ev.action == "reset":
+            if self.state is LaneState.ESTOP and not self.values.get("estop_active"):
+                out.append(m.WriteOutput("estop_reset", True))
+                self.state, self.fault = LaneState.STOPPED, None
+            elif self.state is LaneState.FAULT and self.plc_up:
+                self.state, self.fault = LaneState.STOPPED, None
+            elif self.state in (LaneState.ESTOP, LaneState.FAULT):
+                out.append(m.Alarm("RESET_REFUSED", f"cannot reset {self.fault}: "
+                                   + ("E-stop still pressed" if self.values.get("estop_active") else "PLC not answering")))
+        elif ev.action == "start":
+            if self.state is LaneState.STOPPED and self.plc_up and not self.values.get("estop_active"):
+                self.state = LaneState.RUNNING
+                out.append(m.WriteOutput("belt_speed_sp", self.lane.belt_speed_mm_s))
+                out.append(m.WriteOutput("belt_run", True))
+            else:
+                out.append(m.Alarm("START_REFUSED", f"cannot start from {self.state.value}"
+                                   + (f" ({self.fault})" if self.fault else "")))
+
+    # ---- output -------------------------------------------------------------------------------
+
+    def _routed(self, track: Track, routed: str, t: float) -> m.ItemRouted:
+        assert track.decision is not None
+        ead_status = {"found": "found", "missing": "missing"}.get(track.ead_state, "not_looked_up")
+        return m.ItemRouted(
+            track_id=track.track_id, item_id=track.item_id, barcode=track.barcode, scan_id=track.scan_id,
+            image_path=track.image_path, image_sha256=track.image_sha256,
+            decision=track.decision.decision, routed=routed,  # type: ignore[arg-type]
+            score=track.decision.score, reasons=track.decision.reasons, detections=track.detections,
+            ead_status=ead_status, ead_version=track.ead_version,  # type: ignore[arg-type]
+            entered_t=track.entered_t, image_ready_t=track.image_ready_t, decided_t=track.decided_t,
+            gate_set_t=track.gate_set_t, routed_t=t,
+            extra={"rules_version": track.decision.rules_version, "length_mm": track.length_mm},
+        )

@@ -1,0 +1,164 @@
+"""What the lane core consumes (events) and what it asks the runtime to do (commands).
+
+All are frozen values. Times are `time.monotonic()` seconds supplied by the caller; the core never
+reads a clock, so tests drive it with virtual time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Union
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why an item got its decision: a stable code for machines and a sentence for people."""
+
+    code: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Detected:
+    label: str
+    score: float
+    box: tuple[float, float, float, float]
+    threat: bool
+
+
+# ---- events -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One PLC poll: the profile's values by name (encoder_mm, eyes, estop_active, fault_code, gate_clear...)."""
+
+    t: float
+    values: Mapping[str, bool | int | float]
+
+
+@dataclass(frozen=True)
+class PlcLink:
+    t: float
+    up: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class BarcodeScanned:
+    t: float
+    code: str | None  # None: the reader's no-read
+
+
+@dataclass(frozen=True)
+class ScanStarted:
+    t: float
+    scan_id: str
+
+
+@dataclass(frozen=True)
+class ScanDone:
+    t: float
+    scan_id: str
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class InterlockChanged:
+    t: float
+    open: bool
+
+
+@dataclass(frozen=True)
+class InferenceDone:
+    t: float
+    track_id: int
+    detections: tuple[Detected, ...]
+
+
+@dataclass(frozen=True)
+class InferenceFailed:
+    t: float
+    track_id: int
+    reason: Reason  # IMAGE_ERROR, INFERENCE_TIMEOUT, INFERENCE_ERROR
+
+
+@dataclass(frozen=True)
+class EadResolved:
+    t: float
+    track_id: int
+    found: bool
+    version: int | None = None
+
+
+@dataclass(frozen=True)
+class Operator:
+    t: float
+    action: Literal["start", "stop", "reset"]
+
+
+@dataclass(frozen=True)
+class Tick:
+    t: float
+
+
+Event = Union[Snapshot, PlcLink, BarcodeScanned, ScanStarted, ScanDone, InterlockChanged,
+              InferenceDone, InferenceFailed, EadResolved, Operator, Tick]
+
+
+# ---- commands -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WriteOutput:
+    name: str
+    value: bool | int | float
+
+
+@dataclass(frozen=True)
+class RunInference:
+    track_id: int
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class LookUpEad:
+    track_id: int
+    item_id: str
+
+
+@dataclass(frozen=True)
+class Alarm:
+    code: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class ItemRouted:
+    """An item passed the gate: the runtime stores it and its messages in one transaction."""
+
+    track_id: int
+    item_id: str | None
+    barcode: str | None
+    scan_id: str | None
+    image_path: str | None
+    image_sha256: str | None
+    decision: Literal["CLEAR", "INSPECT"]
+    routed: Literal["CLEAR", "INSPECT"]
+    score: float
+    reasons: tuple[Reason, ...]
+    detections: tuple[Detected, ...]
+    ead_status: Literal["found", "missing", "not_looked_up"]
+    ead_version: int | None
+    entered_t: float
+    image_ready_t: float | None
+    decided_t: float | None
+    gate_set_t: float | None
+    routed_t: float
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+
+Command = Union[WriteOutput, RunInference, LookUpEad, Alarm, ItemRouted]

@@ -1,0 +1,208 @@
+"""The local store: SQLite in WAL mode under the data directory.
+
+An item, its detections and its outgoing messages are written in one transaction, so a crash can
+never leave an item without its result message or a message without its item. The outbox is drained
+in `seq` order and a row is deleted only once the broker has acknowledged it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from station.ead.record import EadRecord
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY,
+    uid TEXT NOT NULL UNIQUE,
+    track_id INTEGER NOT NULL,
+    item_id TEXT,
+    barcode TEXT,
+    scan_id TEXT,
+    image_path TEXT,
+    image_sha256 TEXT,
+    decision TEXT NOT NULL CHECK (decision IN ('CLEAR', 'INSPECT')),
+    routed TEXT NOT NULL,
+    score REAL NOT NULL,
+    reasons TEXT NOT NULL,
+    ead_status TEXT NOT NULL,
+    ead_version INTEGER,
+    model_hash TEXT,
+    rules_version TEXT NOT NULL,
+    decision_latency_ms REAL,
+    routed_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS items_item_id ON items (item_id);
+CREATE INDEX IF NOT EXISTS items_scan_id ON items (scan_id);
+CREATE TABLE IF NOT EXISTS detections (
+    item INTEGER NOT NULL REFERENCES items (id),
+    label TEXT NOT NULL,
+    score REAL NOT NULL,
+    threat INTEGER NOT NULL,
+    x1 REAL, y1 REAL, x2 REAL, y2 REAL
+);
+CREATE INDEX IF NOT EXISTS detections_item ON detections (item);
+CREATE TABLE IF NOT EXISTS ead_records (
+    item_id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    source TEXT NOT NULL,
+    received_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    msg_id TEXT NOT NULL UNIQUE,
+    topic TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alarms (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    code TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    msg_id: str
+    topic: str
+    payload: str
+    seq: int = 0
+
+
+@dataclass(frozen=True)
+class ItemRow:
+    """What `record_item` writes for one item (detections are (label, score, threat, box))."""
+
+    uid: str
+    track_id: int
+    item_id: str | None
+    barcode: str | None
+    scan_id: str | None
+    image_path: str | None
+    image_sha256: str | None
+    decision: str
+    routed: str
+    score: float
+    reasons: list[dict[str, str]]
+    ead_status: str
+    ead_version: int | None
+    model_hash: str | None
+    rules_version: str
+    decision_latency_ms: float | None
+    routed_at: float
+    detections: tuple[tuple[str, float, bool, tuple[float, float, float, float]], ...] = ()
+
+
+class Store:
+    """One SQLite connection, used from the event loop's thread only."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # ---- items --------------------------------------------------------------------------------
+
+    def record_item(self, item: ItemRow, messages: Iterable[OutboxMessage]) -> int:
+        with self.transaction() as db:
+            row = db.execute(
+                "INSERT INTO items (uid, track_id, item_id, barcode, scan_id, image_path, image_sha256, decision,"
+                " routed, score, reasons, ead_status, ead_version, model_hash, rules_version, decision_latency_ms,"
+                " routed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (item.uid, item.track_id, item.item_id, item.barcode, item.scan_id, item.image_path,
+                 item.image_sha256, item.decision, item.routed, item.score, json.dumps(item.reasons),
+                 item.ead_status, item.ead_version, item.model_hash, item.rules_version,
+                 item.decision_latency_ms, item.routed_at),
+            ).lastrowid
+            db.executemany(
+                "INSERT INTO detections (item, label, score, threat, x1, y1, x2, y2) VALUES (?,?,?,?,?,?,?,?)",
+                [(row, label, score, int(threat), *box) for label, score, threat, box in item.detections],
+            )
+            self._enqueue(db, messages)
+        assert row is not None
+        return row
+
+    def items(self, limit: int = 1_000_000) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT * FROM items ORDER BY id LIMIT ?", (limit,)).fetchall()
+
+    def item_count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM items").fetchone()[0])
+
+    def add_alarm(self, code: str, detail: str) -> None:
+        self.db.execute("INSERT INTO alarms (at, code, detail) VALUES (?,?,?)", (time.time(), code, detail))
+
+    # ---- EAD ----------------------------------------------------------------------------------
+
+    def upsert_ead(self, record: EadRecord, source: str) -> bool:
+        """Keep the record unless a same-or-later version is already stored. True when stored."""
+        cur = self.db.execute(
+            "INSERT INTO ead_records (item_id, version, record, source, received_at) VALUES (?,?,?,?,?)"
+            " ON CONFLICT (item_id) DO UPDATE SET version=excluded.version, record=excluded.record,"
+            " source=excluded.source, received_at=excluded.received_at WHERE excluded.version > ead_records.version",
+            (record.item_id, record.version, record.to_json(), source, time.time()),
+        )
+        return cur.rowcount > 0
+
+    def ead_for(self, item_id: str) -> EadRecord | None:
+        row = self.db.execute("SELECT record FROM ead_records WHERE item_id = ?", (item_id,)).fetchone()
+        return None if row is None else EadRecord.model_validate_json(row["record"])
+
+    # ---- outbox -------------------------------------------------------------------------------
+
+    def enqueue(self, messages: Iterable[OutboxMessage]) -> None:
+        with self.transaction() as db:
+            self._enqueue(db, messages)
+
+    @staticmethod
+    def _enqueue(db: sqlite3.Connection, messages: Iterable[OutboxMessage]) -> None:
+        now = time.time()
+        db.executemany(
+            "INSERT INTO outbox (msg_id, topic, payload, created_at) VALUES (?,?,?,?)",
+            [(msg.msg_id, msg.topic, msg.payload, now) for msg in messages],
+        )
+
+    def outbox_batch(self, limit: int = 100, after_seq: int = 0) -> list[OutboxMessage]:
+        rows = self.db.execute(
+            "SELECT seq, msg_id, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+        ).fetchall()
+        return [OutboxMessage(r["msg_id"], r["topic"], r["payload"], r["seq"]) for r in rows]
+
+    def outbox_delete(self, seqs: Iterable[int]) -> None:
+        self.db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+
+    def outbox_count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM outbox").fetchone()[0])

@@ -1,0 +1,174 @@
+"""The lane core in virtual time: the DESIGN.md invariants, as examples and as properties."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from station.ead.s10 import make_s10
+from station.lane import messages as m
+from station.lane.core import LaneState
+from tests.station.lane_harness import Parcel, VirtualLane
+
+
+def ids(n: int) -> list[str]:
+    return [make_s10("RR", 10_000 + i, "GB") for i in range(n)]
+
+
+def codes(item: m.ItemRouted) -> set[str]:
+    return {r.code for r in item.reasons}
+
+
+def run(parcels: list[Parcel], gaps: list[float] | None = None, seconds: float | None = None) -> VirtualLane:
+    lane = VirtualLane()
+    lane.start()
+    lane.add_parcels(parcels, gaps or [300.0] * len(parcels))
+    lane.run_until(seconds or 4.0 + 0.8 * len(parcels))
+    return lane
+
+
+def test_clean_items_are_cleared_and_threats_inspected() -> None:
+    parcels = [Parcel(300, code, threat=(i % 3 == 0)) for i, code in enumerate(ids(9))]
+    lane = run(parcels)
+    assert len(lane.routed) == 9
+    for item, outcome in zip(lane.routed, (lane.outcomes[i] for i in range(9))):
+        expected = "INSPECT" if outcome.parcel.threat else "CLEAR"
+        assert item.decision == expected == outcome.bin, (item, outcome)
+        assert item.item_id == outcome.parcel.barcode
+    assert all("THREAT_DETECTED" in codes(r) for r in lane.routed if r.decision == "INSPECT")
+    assert not [a for a in lane.alarms if a.code in ("MISROUTED", "UNTRACKED_ITEM")]
+
+
+def test_identity_and_ead_problems_send_items_to_inspect() -> None:
+    good = ids(4)
+    bad_check = good[1][:10] + str((int(good[1][10]) + 1) % 10) + good[1][11:]
+    parcels = [Parcel(300, good[0]), Parcel(300, bad_check), Parcel(300, None), Parcel(300, good[3], has_ead=False)]
+    lane = run(parcels)
+    assert [r.decision for r in lane.routed] == ["CLEAR", "INSPECT", "INSPECT", "INSPECT"]
+    assert "S10_INVALID" in codes(lane.routed[1])
+    assert "NO_READ" in codes(lane.routed[2])
+    assert "EAD_MISSING" in codes(lane.routed[3])
+    assert [lane.outcomes[i].bin for i in range(4)] == ["CLEAR", "INSPECT", "INSPECT", "INSPECT"]
+
+
+def test_late_or_failed_inference_goes_to_inspect() -> None:
+    parcels = [Parcel(300, c) for c in ids(3)]
+    parcels[1].inference_s = 5.0  # far past the gate deadline
+    parcels[2].inference_fails = True
+    lane = run(parcels)
+    assert [r.decision for r in lane.routed] == ["CLEAR", "INSPECT", "INSPECT"]
+    assert "DECISION_LATE" in codes(lane.routed[1])
+    assert "IMAGE_ERROR" in codes(lane.routed[2])
+    assert lane.outcomes[1].bin == "INSPECT"
+
+
+def test_estop_stops_the_belt_and_needs_a_reset() -> None:
+    lane = VirtualLane()
+    lane.start()
+    lane.add_parcels([Parcel(300, c) for c in ids(6)], [300.0] * 6)
+    lane.run_until(2.0)
+    lane.press_estop()
+    lane.run_until(2.5)
+    assert lane.core.state is LaneState.ESTOP
+    assert not lane.belt.running and not lane.belt.run_command
+    lane.release_estop()
+    lane.run_until(2.6)
+    lane.feed(m.Operator(lane.t, "start"))  # refused: no reset yet
+    lane.run_until(3.0)
+    assert not lane.belt.running
+    assert any(a.code == "START_REFUSED" for a in lane.alarms)
+    lane.feed(m.Operator(lane.t, "reset"))
+    lane.run_until(3.1)
+    lane.feed(m.Operator(lane.t, "start"))
+    lane.run_until(12.0)
+    assert lane.belt.running
+    assert len(lane.routed) == 6
+    for item, index in zip(lane.routed, range(6)):
+        outcome = lane.outcomes[index]
+        if outcome.on_belt_at_estop:
+            assert item.decision == outcome.bin == "INSPECT"
+            assert "ESTOP" in codes(item)
+
+
+def test_plc_link_loss_faults_the_lane_and_items_go_to_inspect() -> None:
+    lane = VirtualLane()
+    lane.start()
+    lane.add_parcels([Parcel(300, c) for c in ids(4)], [300.0] * 4)
+    lane.run_until(1.5)
+    on_belt = [it.index for it in lane.belt.items if it.lead_mm > 0]
+    lane.feed(m.PlcLink(lane.t, False, "timeout"))
+    assert lane.core.state is LaneState.FAULT
+    lane.run_until(8.0)  # the link is back (snapshots flow); the lane stays faulted until an operator acts
+    assert lane.core.state is LaneState.FAULT
+    routed_on_belt = [r for r, i in zip(lane.routed, range(len(lane.routed))) if i in on_belt]
+    assert routed_on_belt and all(r.decision == "INSPECT" and "PLC_LINK_LOST" in codes(r) for r in routed_on_belt)
+
+
+def test_an_untracked_item_at_the_gate_is_reported_not_lost() -> None:
+    lane = run([Parcel(300, c) for c in ids(2)])
+    before = len(lane.routed)
+    lane.feed(lane.snapshot())
+    values = dict(lane.snapshot().values)
+    values["gate_eye"] = True
+    lane.feed(m.Snapshot(lane.t, values))  # something crossed the gate eye with no track
+    assert len(lane.routed) == before + 1
+    phantom = lane.routed[-1]
+    assert phantom.decision == "INSPECT" and "UNTRACKED_ITEM" in codes(phantom)
+
+
+parcel_strategy = st.builds(
+    Parcel,
+    length_mm=st.floats(200, 500),
+    barcode=st.sampled_from(["to-be-numbered"] * 5 + [None]),
+    threat=st.booleans(),
+    inference_s=st.one_of(st.floats(0.005, 0.3), st.floats(0.3, 3.0)),
+    inference_fails=st.sampled_from([False] * 4 + [True]),
+    has_ead=st.booleans(),
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    parcels=st.lists(parcel_strategy, min_size=1, max_size=12),
+    gaps=st.lists(st.floats(150, 800), min_size=12, max_size=12),
+    speed=st.floats(400, 1800),
+    estop_at=st.one_of(st.none(), st.floats(0.5, 6.0)),
+)
+def test_lane_invariants(parcels: list[Parcel], gaps: list[float], speed: float, estop_at: float | None) -> None:
+    unique = ids(len(parcels))
+    for i, parcel in enumerate(parcels):
+        parcel.barcode = unique[i] if parcel.barcode is not None else None
+    lane = VirtualLane(lane=VirtualLane().lane.model_copy(update={"belt_speed_mm_s": speed}))
+    lane.start()
+    lane.add_parcels(parcels, gaps)
+    if estop_at is not None:
+        lane.run_until(estop_at)
+        lane.press_estop()
+        lane.run_until(estop_at + 0.2)
+        lane.release_estop()
+        lane.run_until(lane.t + 0.05)  # the operator sees the E-stop released, then resets
+        lane.feed(m.Operator(lane.t, "reset"))
+        lane.run_until(lane.t + 0.05)
+        lane.feed(m.Operator(lane.t, "start"))
+    travel_mm = 400 + sum(p.length_mm for p in parcels) + sum(gaps[: len(parcels)]) + lane.lane.gate_mm + 500
+    lane.run_until(lane.t + 1.0 + travel_mm / speed)
+
+    placed = len(lane.outcomes)
+    # Every item that reached the gate is reported exactly once, in belt order.
+    reached = [i for i in range(placed) if lane.outcomes[i].bin is not None]
+    assert len(lane.routed) == len(reached) == placed
+    assert not [a for a in lane.alarms if a.code == "UNTRACKED_ITEM"]
+    for item, index in zip(lane.routed, reached):
+        outcome = lane.outcomes[index]
+        # The bin is what the station recorded; nothing went to CLEAR against the decision.
+        assert item.routed == outcome.bin
+        assert item.decision == outcome.bin
+        if item.decision == "CLEAR":
+            # Cleared only with a finished inference, no threat, and a decision before the deadline.
+            assert not outcome.parcel.threat and not outcome.parcel.inference_fails
+            assert outcome.parcel.barcode is not None and outcome.parcel.has_ead
+            assert item.decided_t is not None and outcome.deadline_t is not None
+            assert item.decided_t <= outcome.deadline_t
+            assert not outcome.on_belt_at_estop
+        else:
+            assert item.reasons, "every INSPECT decision carries a reason"
