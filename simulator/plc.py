@@ -1,0 +1,235 @@
+"""The simulated lane PLC: a real pymodbus Modbus TCP server wrapped around the belt physics.
+
+The PLC's own copy of its four tables (the "image") is the truth; each physics tick pulls the
+station's commands from the server's datastore, runs the PLC program (interlocks, heartbeat
+watchdog, E-stop latch), steps the belt and pushes the outputs back. Pull, program and push run
+without yielding to the event loop, so a client request never sees a half-updated tick. Because
+the image lives here, `drop_link()` / `restore_link()` can take the server away and bring a new
+one up on the same port without losing a bit of state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from drivers.plc import FaultCode
+from drivers.profile import Profile, Value, decode, encode, load_profile
+from simulator.belt import Belt, BeltEvent
+
+log = logging.getLogger(__name__)
+
+REQUIRED = (
+    "belt_run", "gate_clear", "estop_reset", "entry_eye", "tunnel_exit_eye", "gate_eye",
+    "estop_active", "belt_running", "belt_speed_sp", "heartbeat", "encoder", "belt_speed",
+    "fault_code", "cleared_count", "inspected_count",
+)
+# function codes the datastore maps to each table (a write code also works on read-only tables)
+_READ_FC = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
+_WRITE_FC = {"coil": 15, "discrete": 2, "holding": 16, "input": 4}
+
+
+class SimPlc:
+    """Async context manager: a Modbus TCP PLC on `host:port` (0 picks a free port) driving `belt`.
+
+    PLC program guarantees: belt_run is forced to 0 while fault_code != 0 or E-stop is pressed;
+    a running belt whose heartbeat has not changed for `heartbeat_timeout` s (counted from the
+    later of the last change and the start command) stops with fault 1 until the heartbeat
+    changes; E-stop latches fault 2 until released *and* acknowledged with an estop_reset pulse.
+    """
+
+    def __init__(
+        self,
+        belt: Belt,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        physics_dt: float = 0.005,
+        heartbeat_timeout: float = 1.0,
+        on_events: Callable[[list[BeltEvent]], None] | None = None,
+        profile: Profile | str = "default",
+    ) -> None:
+        self.belt = belt
+        self.host = host
+        self._port = port
+        self.physics_dt = physics_dt
+        self.heartbeat_timeout = heartbeat_timeout
+        self.on_events = on_events
+        self.profile = load_profile(profile) if isinstance(profile, str) else profile
+        missing = [n for n in REQUIRED if not self.profile.has(n)]
+        if missing:
+            raise ValueError(f"profile {self.profile.name!r} lacks registers the PLC program needs: {missing}")
+        self._image: dict[str, list[int] | list[bool]] = {
+            "coil": [False] * max(1, self.profile.table_size("coil")),
+            "discrete": [False] * max(1, self.profile.table_size("discrete")),
+            "holding": [0] * max(1, self.profile.table_size("holding")),
+            "input": [0] * max(1, self.profile.table_size("input")),
+        }
+        self.fault_code = FaultCode.NONE
+        self._server: ModbusTcpServer | None = None
+        self._physics: asyncio.Task[None] | None = None
+        self._last_heartbeat: int | None = None
+        self._heartbeat_at = 0.0
+        self._run_since = 0.0
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port (known once started)."""
+        return self._port
+
+    @property
+    def link_up(self) -> bool:
+        return self._server is not None
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    async def __aenter__(self) -> SimPlc:
+        loop = asyncio.get_running_loop()
+        self._heartbeat_at = self._run_since = loop.time()
+        self._refresh_outputs()
+        await self.restore_link()
+        self._physics = asyncio.create_task(self._physics_loop(), name="simplc physics")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        task, self._physics = self._physics, None
+        try:
+            if task is not None:
+                task.cancel()
+                try:
+                    await task  # re-raises a crash of the physics task (e.g. in on_events)
+                except asyncio.CancelledError:
+                    current = asyncio.current_task()
+                    if current is not None and current.cancelling():
+                        raise
+        finally:
+            await self.drop_link()
+
+    async def drop_link(self) -> None:
+        """Stop serving Modbus (connections are closed); the belt and PLC program keep running."""
+        server, self._server = self._server, None
+        if server is not None:
+            await server.shutdown()
+            log.info("simulated PLC stopped serving on %s:%s", self.host, self._port)
+
+    async def restore_link(self) -> None:
+        """Serve Modbus again (on the same port once one was bound), from the current image."""
+        if self._server is not None:
+            return
+        device = SimDevice(
+            id=self.profile.unit_id,
+            simdata=(
+                [SimData(0, values=list(self._image["coil"]), datatype=DataType.BITS)],
+                [SimData(0, values=list(self._image["discrete"]), datatype=DataType.BITS)],
+                [SimData(0, values=list(self._image["holding"]), datatype=DataType.REGISTERS)],
+                [SimData(0, values=list(self._image["input"]), datatype=DataType.REGISTERS)],
+            ),
+        )
+        server = ModbusTcpServer(device, address=(self.host, self._port))
+        try:
+            await server.serve_forever(background=True)
+        except RuntimeError as err:  # pymodbus reports a failed bind this way
+            raise OSError(f"simulated PLC cannot listen on {self.host}:{self._port}") from err
+        self._port = server.transport.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self._server = server
+        log.info("simulated PLC serving on %s:%s", self.host, self._port)
+
+    # ---- fault injection ---------------------------------------------------------------------
+    def press_estop(self) -> None:
+        self.belt.estop = True  # the belt stops at once
+        self.fault_code = FaultCode.ESTOP
+        self.belt.fault_code = self.fault_code
+        self._set("belt_run", False)
+        self._refresh_outputs()
+
+    def release_estop(self) -> None:
+        """Release the button; fault 2 stays latched until the station pulses estop_reset."""
+        self.belt.estop = False
+        self._refresh_outputs()
+
+    # ---- the scan cycle ----------------------------------------------------------------------
+    async def _physics_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        while True:
+            await asyncio.sleep(self.physics_dt)
+            now = loop.time()
+            events = await self.scan(now, now - last)
+            last = now
+            if events and self.on_events is not None:
+                try:
+                    self.on_events(events)
+                except Exception:
+                    log.exception("simulated PLC: on_events callback failed")
+                    raise
+
+    async def scan(self, now: float, dt: float) -> list[BeltEvent]:
+        """One PLC scan at loop time `now`: inputs, program, belt step of `dt` s, outputs."""
+        server, unit = self._server, self.profile.unit_id
+        if server is not None:
+            for table in ("coil", "holding"):
+                size = len(self._image[table])
+                self._image[table] = list(await server.async_getValues(unit, _READ_FC[table], 0, size))
+        self._program(now)
+        events = self.belt.step(dt)
+        self._refresh_outputs()
+        if server is not None:
+            for table, values in self._image.items():
+                await server.async_setValues(unit, _WRITE_FC[table], 0, list(values))
+        return events
+
+    def _program(self, now: float) -> None:
+        belt = self.belt
+        if self._get("estop_reset"):
+            self._set("estop_reset", False)  # a pulse: the PLC acknowledges by clearing it
+            if not belt.estop and self.fault_code == FaultCode.ESTOP:
+                self.fault_code = FaultCode.NONE
+                log.info("simulated PLC: E-stop reset")
+        heartbeat = int(self._get("heartbeat"))
+        if heartbeat != self._last_heartbeat:
+            self._last_heartbeat, self._heartbeat_at = heartbeat, now
+            if self.fault_code == FaultCode.HEARTBEAT_STALE:
+                self.fault_code = FaultCode.NONE
+        if belt.estop or self.fault_code != FaultCode.NONE:
+            self._set("belt_run", False)
+        run = bool(self._get("belt_run"))
+        if run and not belt.run_command:
+            self._run_since = now
+        if run and now - max(self._heartbeat_at, self._run_since) > self.heartbeat_timeout:
+            log.warning("simulated PLC: heartbeat stale for %.2f s, stopping the belt", now - self._heartbeat_at)
+            self.fault_code = FaultCode.HEARTBEAT_STALE
+            self._set("belt_run", False)
+            run = False
+        belt.run_command = run
+        belt.fault_code = int(self.fault_code)
+        sp = self.profile.by_name("belt_speed_sp")
+        speed = float(self._get("belt_speed_sp"))
+        belt.speed_setpoint_mm_s = min(speed, sp.max) if sp.max is not None else speed
+        belt.gate_clear = bool(self._get("gate_clear"))
+
+    def _refresh_outputs(self) -> None:
+        belt = self.belt
+        for name, blocked in belt.eyes.items():
+            self._set(name, blocked)
+        self._set("estop_active", belt.estop)
+        self._set("belt_running", belt.running)
+        self._set("encoder", int(belt.encoder_mm) % 2**32)
+        self._set("belt_speed", min(0xFFFF, round(belt.speed_mm_s)))
+        self._set("fault_code", int(self.fault_code))
+        self._set("cleared_count", belt.cleared % 2**32)
+        self._set("inspected_count", belt.inspected % 2**32)
+
+    def _get(self, name: str) -> Value:
+        reg = self.profile.by_name(name)
+        return decode(reg, list(self._image[reg.table][reg.address:reg.address + reg.words]))
+
+    def _set(self, name: str, value: Value) -> None:
+        reg = self.profile.by_name(name)
+        raw = encode(reg, value)
+        table = self._image[reg.table]
+        if isinstance(raw, bool):
+            table[reg.address] = raw
+        else:
+            table[reg.address:reg.address + reg.words] = raw

@@ -1,0 +1,175 @@
+"""The simulated PLC's program (heartbeat watchdog, E-stop latch, link drop) seen through the real driver."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+
+from drivers.plc import FaultCode, IoSnapshot, Plc
+from drivers.profile import Value, load_profile
+from simulator.belt import CLEAR, Belt, BeltEvent, Departed, Routed, SimItem
+from simulator.plc import SimPlc
+
+PROFILE = load_profile("default")
+
+
+def run(test: Callable[[], Awaitable[None]], limit: float = 15.0) -> None:
+    """Run an async test body and fail it if it leaves tasks behind."""
+
+    async def main() -> None:
+        async with asyncio.timeout(limit):
+            await test()
+        await asyncio.sleep(0.05)  # let closed transports deliver connection_lost
+        leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert not leftover, f"leaked tasks: {leftover}"
+
+    asyncio.run(main())
+
+
+async def until(plc: Plc, pred: Callable[[Mapping[str, Value]], bool], timeout: float = 3.0) -> IoSnapshot:
+    seq = 0
+    async with asyncio.timeout(timeout):
+        while True:
+            snap = await plc.next_snapshot(seq)
+            if pred(snap.values):
+                return snap
+            seq = snap.seq
+
+
+async def start_belt(plc: Plc, speed: int = 1000) -> None:
+    await plc.write("belt_speed_sp", speed)
+    await plc.write("belt_run", True)
+    await until(plc, lambda v: v["belt_running"] is True)
+
+
+def test_stale_heartbeat_stops_the_belt_until_the_station_restarts_it() -> None:
+    async def body() -> None:
+        belt = Belt()
+        async with SimPlc(belt, heartbeat_timeout=0.3) as sim, \
+                Plc(PROFILE, "127.0.0.1", sim.port, heartbeat_interval=0.05) as plc:
+            await plc.next_snapshot(0)
+            await start_belt(plc)
+            plc.heartbeat_enabled = False  # the station hangs
+            snap = await until(plc, lambda v: v["fault_code"] == FaultCode.HEARTBEAT_STALE)
+            assert snap.values["belt_run"] is False
+            await until(plc, lambda v: v["belt_running"] is False)
+            plc.heartbeat_enabled = True  # the station recovers
+            cleared = await until(plc, lambda v: v["fault_code"] == FaultCode.NONE)
+            # ... but the belt stays stopped until it is told to run again
+            for _ in range(5):
+                snap = await plc.next_snapshot(cleared.seq)
+                assert snap.values["belt_running"] is False and snap.values["belt_run"] is False
+                cleared = snap
+            await start_belt(plc)
+            assert belt.running
+
+    run(body)
+
+
+def test_a_running_belt_with_a_live_heartbeat_keeps_running() -> None:
+    async def body() -> None:
+        async with SimPlc(Belt(), heartbeat_timeout=0.2) as sim, \
+                Plc(PROFILE, "127.0.0.1", sim.port, heartbeat_interval=0.05) as plc:
+            await plc.next_snapshot(0)
+            await start_belt(plc)
+            start = await plc.next_snapshot(0)
+            await until(plc, lambda v: v["heartbeat"] >= start.values["heartbeat"] + 8)  # type: ignore[operator]
+            snap = await plc.next_snapshot(0)
+            assert snap.values["fault_code"] == FaultCode.NONE and snap.values["belt_running"] is True
+
+    run(body)
+
+
+def test_estop_latches_until_released_and_reset() -> None:
+    async def body() -> None:
+        belt = Belt()
+        async with SimPlc(belt) as sim, Plc(PROFILE, "127.0.0.1", sim.port) as plc:
+            await plc.next_snapshot(0)
+            await start_belt(plc)
+            sim.press_estop()
+            assert belt.speed_mm_s == 0.0, "E-stop stops the belt at once"
+            snap = await until(plc, lambda v: v["estop_active"] is True)
+            assert snap.values["fault_code"] == FaultCode.ESTOP and snap.values["belt_run"] is False
+            assert snap.values["belt_speed"] == 0
+            sim.release_estop()
+            snap = await until(plc, lambda v: v["estop_active"] is False)
+            assert snap.values["fault_code"] == FaultCode.ESTOP, "release alone does not clear the fault"
+            await plc.write("estop_reset", True)
+            snap = await until(plc, lambda v: v["fault_code"] == FaultCode.NONE)
+            assert snap.values["estop_reset"] is False, "the PLC clears the reset pulse itself"
+            assert snap.values["belt_running"] is False
+            await start_belt(plc)
+
+    run(body)
+
+
+def test_reset_while_still_pressed_is_ignored() -> None:
+    async def body() -> None:
+        async with SimPlc(Belt()) as sim, Plc(PROFILE, "127.0.0.1", sim.port) as plc:
+            sim.press_estop()
+            await until(plc, lambda v: v["estop_active"] is True)
+            await plc.write("estop_reset", True)
+            snap = await until(plc, lambda v: v["estop_reset"] is False)
+            assert snap.values["fault_code"] == FaultCode.ESTOP
+
+    run(body)
+
+
+def test_items_are_routed_by_the_gate_coil_and_counted() -> None:
+    async def body() -> None:
+        belt = Belt()
+        events: list[BeltEvent] = []
+        async with SimPlc(belt, on_events=events.extend) as sim, Plc(PROFILE, "127.0.0.1", sim.port) as plc:
+            await plc.next_snapshot(0)
+            await plc.write("gate_clear", True)
+            assert belt.place(SimItem(1, 300.0))
+            await start_belt(plc, speed=3000)
+            snap = await until(plc, lambda v: v["cleared_count"] == 1, timeout=5.0)
+            assert snap.values["inspected_count"] == 0
+            routed = [e for e in events if isinstance(e, Routed)]
+            assert [(e.item.index, e.bin) for e in routed] == [(1, CLEAR)]
+            assert isinstance(events[-1], Departed)
+
+    run(body)
+
+
+def test_state_survives_a_link_drop() -> None:
+    async def body() -> None:
+        belt = Belt()
+        async with SimPlc(belt, heartbeat_timeout=5.0) as sim, Plc(PROFILE, "127.0.0.1", sim.port) as plc:
+            await plc.next_snapshot(0)
+            await plc.write("gate_clear", True)
+            await start_belt(plc, speed=500)
+            await sim.drop_link()
+            position = belt.encoder_mm
+            async with asyncio.timeout(3.0):
+                while belt.encoder_mm < position + 50:  # the belt runs on without the link
+                    await asyncio.sleep(0.01)
+            await sim.restore_link()
+            snap = await until(plc, lambda v: v["encoder"] >= position + 50, timeout=5.0)
+            assert snap.values["gate_clear"] is True and snap.values["belt_speed_sp"] == 500
+
+    run(body)
+
+
+def test_a_failing_event_callback_surfaces_on_exit() -> None:
+    def boom(events: list[BeltEvent]) -> None:
+        raise RuntimeError("orchestrator bug")
+
+    async def body() -> None:
+        item = SimItem(1, 100.0)
+        try:
+            async with SimPlc(Belt(), on_events=boom) as sim:
+                sim.belt.place(item)
+                async with Plc(PROFILE, "127.0.0.1", sim.port) as plc:
+                    await plc.next_snapshot(0)
+                    await start_belt(plc, speed=3000)
+                    async with asyncio.timeout(3.0):
+                        while item.lead_mm < 260.0:  # past the barcode mark: an event was raised
+                            await asyncio.sleep(0.01)
+        except RuntimeError as err:
+            assert "orchestrator bug" in str(err)
+        else:
+            raise AssertionError("the callback's crash was swallowed")
+
+    run(body)
