@@ -1,38 +1,44 @@
-"""The station's PLC client: one poller owns the Modbus TCP link and publishes I/O snapshots.
+"""The station's PLC client: one poller owns the Modbus link (TCP or RTU) and publishes I/O snapshots.
 
-`async with Plc(profile, host, port) as plc:` never fails because the PLC is absent: a background
-task connects (jittered exponential backoff, including the first connect, which pymodbus does not
+`async with Plc(profile, link) as plc:` never fails because the PLC is absent: a background task
+connects (jittered exponential backoff, including the first connect, which pymodbus does not
 retry), polls one request per contiguous register group every `poll_interval`, and writes an
-incrementing heartbeat. Everything else reads `plc.latest` / `await plc.next_snapshot(seq)` and
-`plc.health`; only `write` and `read` touch the link directly, under a per-request timeout.
+incrementing heartbeat on its own schedule. Everything else reads `plc.latest` /
+`await plc.next_snapshot(seq)` and `plc.health`; only `write`, `read` and `poll_once` touch the
+link directly. Requests go through `drivers.plc_io.PlcIo`: a per-request timeout, reads retried
+once within the poll, writes never retried.
+
+The same driver serves `TcpLink` and `RtuLink`: on a serial line a vanished PLC is only silence,
+so "link down" is a run of `MAX_TIMEOUTS_BEFORE_DOWN` failed polls on either transport.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
-from functools import partial
 from types import MappingProxyType
 
-from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
-from pymodbus.pdu import ModbusPDU
-
 from drivers.health import DeviceHealth, HealthState
+from drivers.links import Link
+from drivers.plc_io import PlcError, PlcIo, PlcLinkError, PlcTimeout, PlcWriteError, backoff_delay
 from drivers.profile import EncodeError, Profile, Register, Value, decode, encode
+
+__all__ = [
+    "FaultCode", "IoSnapshot", "Plc", "PlcError", "PlcLinkError", "PlcTimeout", "PlcWriteError",
+    "MAX_TIMEOUTS_BEFORE_DOWN",
+]
 
 log = logging.getLogger(__name__)
 
-MAX_TIMEOUTS_BEFORE_DOWN = 3  # a lone slow reply is DEGRADED; a run of them means the link is gone
+MAX_TIMEOUTS_BEFORE_DOWN = 3  # a lone slow poll is DEGRADED; a run of them means the link is gone
 
 
 class FaultCode(IntEnum):
-    """Values of the `fault_code` input register, shared with the simulated PLC."""
+    """Values of the `fault_code` register, shared with the simulated PLC."""
 
     NONE = 0
     HEARTBEAT_STALE = 1
@@ -48,45 +54,36 @@ class IoSnapshot:
     values: Mapping[str, Value]
 
 
-class PlcError(Exception):
-    """Base of every error this driver raises."""
-
-
-class PlcLinkError(PlcError):
-    """The PLC is not connected, the connection broke, or it did not answer."""
-
-
-class PlcTimeout(PlcLinkError):
-    """No reply within the per-request timeout (the connection may still be open)."""
-
-
-class PlcWriteError(PlcError):
-    """A write was refused: read-only register, outside limits, exception reply, or readback mismatch."""
-
-
 class Plc:
-    """Async context manager owning the link to one PLC described by `profile`."""
+    """Async context manager owning the link to one PLC described by `profile`.
+
+    `link`: a `TcpLink` or an `RtuLink`. `poll_interval`: seconds between poll starts (missed
+    polls are skipped, never bunched). `timeout`: seconds per request, connect included.
+    `heartbeat_interval`: seconds between heartbeat writes (None: none). `backoff`: (base, cap)
+    seconds of the jittered exponential reconnect delay. `read_retries`: times a read that timed
+    out is sent again within the same poll (writes are never resent).
+    """
 
     def __init__(
         self,
         profile: Profile,
-        host: str,
-        port: int,
+        link: Link,
         *,
         poll_interval: float = 0.02,
         timeout: float = 0.5,
         heartbeat_interval: float | None = 0.2,
         backoff: tuple[float, float] = (0.1, 2.0),
+        read_retries: int = 1,
     ) -> None:
-        self.profile = profile
-        self.host, self.port = host, port
+        self.profile, self.link = profile, link
         self.poll_interval, self.timeout = poll_interval, timeout
         self.heartbeat_interval = heartbeat_interval
-        self.backoff = backoff
+        self.backoff, self.read_retries = backoff, read_retries
         self.latest: IoSnapshot | None = None
         self.health = DeviceHealth("plc")
         self.heartbeat_enabled = heartbeat_interval is not None and profile.has("heartbeat")
-        self._client: AsyncModbusTcpClient | None = None
+        self._retried_before = 0  # retried reads of connections already closed
+        self._io: PlcIo | None = None
         self._new_snapshot = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._polled = False  # this connection has produced a snapshot
@@ -98,15 +95,21 @@ class Plc:
 
     @property
     def where(self) -> str:
-        return f"PLC {self.host}:{self.port}"
+        """The PLC as log lines and errors name it: `PLC host:port` or `PLC /dev/ttyX@19200E81`."""
+        return f"PLC {self.link}"
 
     @property
     def connected(self) -> bool:
-        return self._client is not None and self._client.connected
+        return self._io is not None and self._io.connected
+
+    @property
+    def retried_reads(self) -> int:
+        """Reads, over all connections, that timed out once and were sent again; only grows."""
+        return self._retried_before + (self._io.retried_reads if self._io is not None else 0)
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def __aenter__(self) -> Plc:
-        self._runner = asyncio.create_task(self._run(), name=f"plc link {self.host}:{self.port}")
+        self._runner = asyncio.create_task(self._run(), name=f"plc link {self.link}")
         self._runner.add_done_callback(_log_crash)
         return self
 
@@ -124,22 +127,21 @@ class Plc:
     async def _run(self) -> None:
         attempt = 0
         while True:
-            client = AsyncModbusTcpClient(
-                self.host, port=self.port, name="plc", timeout=2 * self.timeout,
-                retries=0, reconnect_delay=0,  # we own reconnection; pymodbus must not race us
-            )
+            io = PlcIo(self.link, self.profile.unit_id, timeout=self.timeout,
+                       read_retries=self.read_retries, where=self.where)
             try:
-                if not await self._connect(client):
+                if not await io.connect():
+                    self._set_health(self.health.failed("connect", f"cannot connect to {self.where}"))
                     attempt += 1
                     await asyncio.sleep(self._delay(attempt))
                     continue
-                self._client, self._polled = client, False
+                self._io, self._polled = io, False
                 log.info("%s connected", self.where)
                 try:
                     async with asyncio.TaskGroup() as tg:
-                        tg.create_task(self._poll_loop(client))
+                        tg.create_task(self._poll_loop(io))
                         if self.heartbeat_interval is not None and self.profile.has("heartbeat"):
-                            tg.create_task(self._heartbeat_loop(client, self.heartbeat_interval))
+                            tg.create_task(self._heartbeat_loop(io, self.heartbeat_interval))
                 except* PlcError as group:  # link lost, or the PLC refuses our polls
                     err = group.exceptions[0]
                     kind = "timeout" if isinstance(err, PlcTimeout) else "link"
@@ -149,25 +151,12 @@ class Plc:
                 attempt = 1 if self._polled else attempt + 1
                 await asyncio.sleep(self._delay(attempt))
             finally:
-                self._client = None
-                client.close()
-
-    async def _connect(self, client: AsyncModbusTcpClient) -> bool:
-        try:
-            async with asyncio.timeout(self.timeout):
-                ok = await client.connect()
-        except TimeoutError:
-            ok = False
-        if not ok:
-            client.close()
-            self._set_health(self.health.failed("connect", f"cannot connect to {self.where}"))
-        return ok
+                self._io = None
+                self._retried_before += io.retried_reads
+                io.close()
 
     def _delay(self, attempt: int) -> float:
-        """Jittered exponential backoff: somewhere in the upper half of base * 2**(attempt-1)."""
-        base, cap = self.backoff
-        delay = min(cap, base * 2 ** max(0, attempt - 1))
-        return random.uniform(delay / 2, delay)
+        return backoff_delay(attempt, *self.backoff)
 
     def _set_health(self, health: DeviceHealth) -> None:
         if health.state != self.health.state:
@@ -175,16 +164,16 @@ class Plc:
         self.health = health
 
     # ---- polling -----------------------------------------------------------------------------
-    async def _poll_loop(self, client: AsyncModbusTcpClient) -> None:
+    async def _poll_loop(self, io: PlcIo) -> None:
         loop = asyncio.get_running_loop()
         due = loop.time()
         timeouts = 0
         while True:
             try:
-                values = await self._poll_once(client)
+                values = await self._poll_once(io)
             except PlcTimeout as err:
                 timeouts += 1
-                if timeouts >= MAX_TIMEOUTS_BEFORE_DOWN or not client.connected:
+                if timeouts >= MAX_TIMEOUTS_BEFORE_DOWN or not io.connected:
                     raise
                 self._set_health(self.health.failed("timeout", str(err), HealthState.DEGRADED))
             else:
@@ -197,13 +186,20 @@ class Plc:
                 due = now
             await asyncio.sleep(due - now)
 
-    async def _poll_once(self, client: AsyncModbusTcpClient) -> dict[str, Value]:
+    async def _poll_once(self, io: PlcIo) -> dict[str, Value]:
         values: dict[str, Value] = {}
         for group, regs in self._groups:
-            raw = await self._read_raw(client, group.table, group.start, group.count, f"poll {group.table}")
+            raw = await io.read(group.table, group.start, group.count, f"poll {group.table}")
             for reg, offset in regs:
                 values[reg.name] = decode(reg, raw[offset:offset + reg.words])
         return values
+
+    async def poll_once(self) -> dict[str, Value]:
+        """One full poll now, exactly as the poller does it, without publishing a snapshot.
+
+        For diagnostics and benchmarks; raises PlcLinkError when not connected.
+        """
+        return await self._poll_once(self._live_io("poll"))
 
     def _publish(self, values: dict[str, Value]) -> None:
         seq = 1 if self.latest is None else self.latest.seq + 1
@@ -219,7 +215,8 @@ class Plc:
                 return latest
             await event.wait()
 
-    async def _heartbeat_loop(self, client: AsyncModbusTcpClient, interval: float) -> None:
+    async def _heartbeat_loop(self, io: PlcIo, interval: float) -> None:
+        """Beats every `interval` whatever the poll rate; a failed beat is not retried (the next one is due)."""
         reg = self.profile.by_name("heartbeat")
         value = 0
         while True:
@@ -228,17 +225,18 @@ class Plc:
                 continue
             value = (value + 1) & 0xFFFF
             try:
-                await self._write_raw(client, reg, [value])
+                await io.write(reg, [value])
             except (PlcTimeout, PlcWriteError) as err:  # the poller decides whether the link is gone
                 log.warning("%s heartbeat: %s", self.where, err)
 
     # ---- direct access -----------------------------------------------------------------------
     async def write(self, name: str, value: Value) -> None:
-        """Write one register in engineering units, then read it back.
+        """Write one register in engineering units, once, then read it back.
 
         Raises PlcWriteError (unknown/read-only register, outside min/max, exception reply,
-        readback mismatch) or PlcLinkError (not connected, broken, no reply in time).
-        Registers marked `pulse` are not read back: the PLC resets them itself.
+        readback mismatch) or PlcLinkError (not connected, broken, no reply in time). A write
+        is never repeated automatically: after a PlcTimeout the caller decides. Registers
+        marked `pulse` are not read back: the PLC resets them itself.
         """
         reg = self._register(name, PlcWriteError)
         if not reg.writable:
@@ -252,11 +250,11 @@ class Plc:
             raw = encode(reg, value)
         except EncodeError as err:
             raise PlcWriteError(f"{self.where}: {err}") from err
-        client = self._live_client(f"write {name}")
-        await self._write_raw(client, reg, raw)
+        io = self._live_io(f"write {name}")
+        await io.write(reg, raw)
         if reg.pulse:
             return
-        back = await self._read_register(client, reg)
+        back = await self._read_register(io, reg)
         expected = decode(reg, raw if isinstance(raw, list) else [raw])
         if back != expected:
             raise PlcWriteError(f"{self.where}: wrote {name}={expected!r} but read back {back!r}")
@@ -264,7 +262,7 @@ class Plc:
     async def read(self, name: str) -> Value:
         """Read one register now (diagnostics); the poller's snapshot is the normal way."""
         reg = self._register(name, PlcError)
-        return await self._read_register(self._live_client(f"read {name}"), reg)
+        return await self._read_register(self._live_io(f"read {name}"), reg)
 
     def _register(self, name: str, error: type[PlcError]) -> Register:
         try:
@@ -272,57 +270,14 @@ class Plc:
         except KeyError as err:
             raise error(f"{self.where}: {err.args[0]}") from err
 
-    def _live_client(self, what: str) -> AsyncModbusTcpClient:
-        client = self._client
-        if client is None or not client.connected:
+    def _live_io(self, what: str) -> PlcIo:
+        io = self._io
+        if io is None or not io.connected:
             raise PlcLinkError(f"{self.where} is not connected: cannot {what}")
-        return client
+        return io
 
-    async def _write_raw(self, client: AsyncModbusTcpClient, reg: Register, raw: list[int] | bool) -> None:
-        unit = self.profile.unit_id
-        call: Callable[[], Awaitable[ModbusPDU]]
-        if isinstance(raw, bool):
-            call = partial(client.write_coil, reg.address, raw, device_id=unit)
-        elif len(raw) == 1:
-            call = partial(client.write_register, reg.address, raw[0], device_id=unit)
-        else:
-            call = partial(client.write_registers, reg.address, raw, device_id=unit)
-        rsp = await self._request(f"write {reg.name}", call)
-        if rsp.isError():
-            raise PlcWriteError(f"{self.where}: PLC refused write {reg.name}: exception reply {_code(rsp)}")
-
-    async def _read_register(self, client: AsyncModbusTcpClient, reg: Register) -> Value:
-        return decode(reg, await self._read_raw(client, reg.table, reg.address, reg.words, f"read {reg.name}"))
-
-    async def _read_raw(
-        self, client: AsyncModbusTcpClient, table: str, start: int, count: int, what: str
-    ) -> list[int] | list[bool]:
-        reader = _READERS[table]
-        rsp = await self._request(what, partial(reader, client, start, count=count, device_id=self.profile.unit_id))
-        if rsp.isError():
-            raise PlcError(f"{self.where}: {what} ({table} {start}+{count}): exception reply {_code(rsp)}")
-        return list(rsp.bits)[:count] if table in ("coil", "discrete") else list(rsp.registers)
-
-    async def _request(self, what: str, call: Callable[[], Awaitable[ModbusPDU]]) -> ModbusPDU:
-        try:
-            async with asyncio.timeout(self.timeout):
-                return await call()
-        except TimeoutError as err:
-            raise PlcTimeout(f"{self.where}: {what}: no reply within {self.timeout:g} s") from err
-        except ModbusException as err:  # not connected, connection dropped, garbled reply
-            raise PlcLinkError(f"{self.where}: {what}: {err}") from err
-
-
-_READERS: dict[str, Callable[..., Awaitable[ModbusPDU]]] = {
-    "coil": AsyncModbusTcpClient.read_coils,
-    "discrete": AsyncModbusTcpClient.read_discrete_inputs,
-    "holding": AsyncModbusTcpClient.read_holding_registers,
-    "input": AsyncModbusTcpClient.read_input_registers,
-}
-
-
-def _code(rsp: ModbusPDU) -> str:
-    return f"code {getattr(rsp, 'exception_code', '?')}"
+    async def _read_register(self, io: PlcIo, reg: Register) -> Value:
+        return decode(reg, await io.read(reg.table, reg.address, reg.words, f"read {reg.name}"))
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

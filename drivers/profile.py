@@ -20,6 +20,7 @@ PROFILE_DIR = Path(__file__).parent / "profiles"
 TABLES = ("coil", "discrete", "holding", "input")
 BIT_TABLES = frozenset({"coil", "discrete"})
 WRITABLE_TABLES = frozenset({"coil", "holding"})
+MAX_READ = {"coil": 2000, "discrete": 2000, "holding": 125, "input": 125}  # per request, Modbus spec
 TYPE_WORDS = {"bool": 1, "u16": 1, "i16": 1, "u32": 2, "f32": 2}
 WORD_ORDERS = ("big", "little")
 ACCESSES = ("r", "rw")
@@ -107,14 +108,15 @@ class Profile:
         """One request per contiguous run of readable registers, per table, in table order.
 
         Every register is readable (access r or rw); a gap in addresses starts a new group so
-        that no request touches an address the PLC may not map.
+        that no request touches an address the PLC may not map, and so does a run longer than
+        one Modbus request may read (`MAX_READ`), never splitting a 32-bit value.
         """
         out: list[Group] = []
         for table in TABLES:
             regs = sorted((r for r in self.registers if r.table == table), key=lambda r: r.address)
             start = end = -1
             for reg in regs:
-                if reg.address != end:
+                if reg.address != end or reg.address + reg.words - start > MAX_READ[table]:
                     if start >= 0:
                         out.append(Group(table, start, end - start))
                     start = reg.address

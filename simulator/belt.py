@@ -146,6 +146,10 @@ class Belt:
         self._items.append(item)
         return True
 
+    def remove(self, item: SimItem) -> None:
+        """Take an item off the belt without routing it (fault injection: a jam, an item falling off)."""
+        self._items = [it for it in self._items if it is not item]
+
     def step(self, dt: float) -> list[BeltEvent]:
         """Advance by `dt` seconds; returns the events of this step in physical order."""
         if dt <= 0.0:

@@ -1,4 +1,4 @@
-"""The simulated lane PLC: a real pymodbus Modbus TCP server wrapped around the belt physics.
+"""The simulated lane PLC: a real pymodbus Modbus server (TCP, or RTU on a pty) around the belt physics.
 
 The PLC's own copy of its four tables (the "image") is the truth; each physics tick pulls the
 station's commands from the server's datastore, runs the PLC program (interlocks, heartbeat
@@ -6,6 +6,13 @@ watchdog, E-stop latch), steps the belt and pushes the outputs back. Pull, progr
 without yielding to the event loop, so a client request never sees a half-updated tick. Because
 the image lives here, `drop_link()` / `restore_link()` can take the server away and bring a new
 one up on the same port without losing a bit of state.
+
+RTU mode (`rtu=True`) serves the same tables with pymodbus's serial server on one end of a
+`PtyBridge`; the station (or mbpoll) opens the other end, `sim.rtu_path` (`sim.link` is the
+matching `RtuLink`). The simulated line runs 8N1: a pty has no parity bit, and some kernels
+refuse to set one on a pty, so clients must open it with parity "N". Known gap: pymodbus 3.16's
+simulator answers a request for another unit id with exception 4 where a real RTU slave on a
+shared line stays silent.
 """
 
 from __future__ import annotations
@@ -14,12 +21,15 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from pymodbus.server import ModbusTcpServer
+from pymodbus.framer import FramerType
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from drivers.links import Link, RtuLink, TcpLink
 from drivers.plc import FaultCode
 from drivers.profile import Profile, Value, decode, encode, load_profile
-from simulator.belt import Belt, BeltEvent
+from simulator.belt import CLEAR, Routed, Belt, BeltEvent
+from simulator.ptybridge import PtyBridge
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +44,10 @@ _WRITE_FC = {"coil": 15, "discrete": 2, "holding": 16, "input": 4}
 
 
 class SimPlc:
-    """Async context manager: a Modbus TCP PLC on `host:port` (0 picks a free port) driving `belt`.
+    """Async context manager: a Modbus PLC driving `belt`, serving the tables of `profile`.
+
+    Over TCP on `host:port` (0 picks a free port), or with `rtu=True` over Modbus RTU on the pty
+    `rtu_path` at `baudrate`, 8N1, unit id `profile.unit_id`.
 
     PLC program guarantees: belt_run is forced to 0 while fault_code != 0 or E-stop is pressed;
     a running belt whose heartbeat has not changed for `heartbeat_timeout` s (counted from the
@@ -51,10 +64,13 @@ class SimPlc:
         heartbeat_timeout: float = 1.0,
         on_events: Callable[[list[BeltEvent]], None] | None = None,
         profile: Profile | str = "default",
+        rtu: bool = False,
+        baudrate: int = 19200,
     ) -> None:
         self.belt = belt
         self.host = host
         self._port = port
+        self._gate_position_clear = False  # diverter feedback: where the gate sent the last item
         self.physics_dt = physics_dt
         self.heartbeat_timeout = heartbeat_timeout
         self.on_events = on_events
@@ -69,7 +85,9 @@ class SimPlc:
             "input": [0] * max(1, self.profile.table_size("input")),
         }
         self.fault_code = FaultCode.NONE
-        self._server: ModbusTcpServer | None = None
+        self.rtu, self.baudrate = rtu, baudrate
+        self._bridge: PtyBridge | None = None
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
         self._physics: asyncio.Task[None] | None = None
         self._last_heartbeat: int | None = None
         self._heartbeat_at = 0.0
@@ -81,6 +99,20 @@ class SimPlc:
         return self._port
 
     @property
+    def rtu_path(self) -> str:
+        """The tty the station opens in RTU mode (known once started)."""
+        if self._bridge is None:
+            raise RuntimeError("the simulated PLC serves RTU only with rtu=True, once started")
+        return self._bridge.path_b
+
+    @property
+    def link(self) -> Link:
+        """How a client reaches this PLC: a `TcpLink`, or in RTU mode an `RtuLink` (8N1)."""
+        if self.rtu:
+            return RtuLink(self.rtu_path, baudrate=self.baudrate, parity="N", stopbits=1, bytesize=8)
+        return TcpLink(self.host, self._port)
+
+    @property
     def link_up(self) -> bool:
         return self._server is not None
 
@@ -89,7 +121,13 @@ class SimPlc:
         loop = asyncio.get_running_loop()
         self._heartbeat_at = self._run_since = loop.time()
         self._refresh_outputs()
-        await self.restore_link()
+        if self.rtu:
+            self._bridge = await PtyBridge().__aenter__()
+        try:
+            await self.restore_link()
+        except BaseException:
+            self._close_bridge()
+            raise
         self._physics = asyncio.create_task(self._physics_loop(), name="simplc physics")
         return self
 
@@ -105,17 +143,25 @@ class SimPlc:
                     if current is not None and current.cancelling():
                         raise
         finally:
-            await self.drop_link()
+            try:
+                await self.drop_link()
+            finally:
+                self._close_bridge()
+
+    def _close_bridge(self) -> None:
+        bridge, self._bridge = self._bridge, None
+        if bridge is not None:
+            bridge.close()
 
     async def drop_link(self) -> None:
         """Stop serving Modbus (connections are closed); the belt and PLC program keep running."""
         server, self._server = self._server, None
         if server is not None:
             await server.shutdown()
-            log.info("simulated PLC stopped serving on %s:%s", self.host, self._port)
+            log.info("simulated PLC stopped serving on %s", self._where())
 
     async def restore_link(self) -> None:
-        """Serve Modbus again (on the same port once one was bound), from the current image."""
+        """Serve Modbus again (on the same port or pty once one was bound), from the current image."""
         if self._server is not None:
             return
         device = SimDevice(
@@ -127,14 +173,23 @@ class SimPlc:
                 [SimData(0, values=list(self._image["input"]), datatype=DataType.REGISTERS)],
             ),
         )
-        server = ModbusTcpServer(device, address=(self.host, self._port))
+        server: ModbusTcpServer | ModbusSerialServer
+        if self._bridge is not None:
+            server = ModbusSerialServer(device, framer=FramerType.RTU, port=self._bridge.path_a,
+                                        baudrate=self.baudrate, parity="N", stopbits=1, bytesize=8)
+        else:
+            server = ModbusTcpServer(device, address=(self.host, self._port))
         try:
             await server.serve_forever(background=True)
-        except RuntimeError as err:  # pymodbus reports a failed bind this way
-            raise OSError(f"simulated PLC cannot listen on {self.host}:{self._port}") from err
-        self._port = server.transport.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        except RuntimeError as err:  # pymodbus reports a failed bind or open this way
+            raise OSError(f"simulated PLC cannot serve on {self._where()}") from err
+        if self._bridge is None:
+            self._port = server.transport.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         self._server = server
-        log.info("simulated PLC serving on %s:%s", self.host, self._port)
+        log.info("simulated PLC serving on %s", self._where())
+
+    def _where(self) -> str:
+        return f"RTU {self._bridge.path_b}" if self._bridge is not None else f"{self.host}:{self._port}"
 
     # ---- fault injection ---------------------------------------------------------------------
     def press_estop(self) -> None:
@@ -174,6 +229,13 @@ class SimPlc:
                 self._image[table] = list(await server.async_getValues(unit, _READ_FC[table], 0, size))
         self._program(now)
         events = self.belt.step(dt)
+        for ev in events:
+            if isinstance(ev, Routed):
+                # gate_clear is one-shot: the gate consumes it for the item now passing, so a stale CLEAR can
+                # never route the next item (e.g. one that arrives while the station's link is down).
+                self._set("gate_clear", False)
+                self.belt.gate_clear = False
+                self._gate_position_clear = ev.bin == CLEAR
         self._refresh_outputs()
         if server is not None:
             for table, values in self._image.items():
@@ -214,12 +276,18 @@ class SimPlc:
         for name, blocked in belt.eyes.items():
             self._set(name, blocked)
         self._set("estop_active", belt.estop)
+        if self.profile.has("gate_position_clear"):
+            self._set("gate_position_clear", self._gate_position_clear)
         self._set("belt_running", belt.running)
         self._set("encoder", int(belt.encoder_mm) % 2**32)
         self._set("belt_speed", min(0xFFFF, round(belt.speed_mm_s)))
         self._set("fault_code", int(self.fault_code))
         self._set("cleared_count", belt.cleared % 2**32)
         self._set("inspected_count", belt.inspected % 2**32)
+
+    def value(self, name: str) -> Value:
+        """A register as the PLC program last saw it (after the latest scan), in engineering units."""
+        return self._get(name)
 
     def _get(self, name: str) -> Value:
         reg = self.profile.by_name(name)

@@ -3,60 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import pytest
 
 from drivers.health import HealthState
-from drivers.plc import IoSnapshot, Plc, PlcLinkError, PlcWriteError
-from drivers.profile import Value, load_profile
+from drivers.links import TcpLink
+from drivers.plc import Plc, PlcLinkError, PlcWriteError
+from drivers.profile import load_profile
 from simulator.belt import Belt, SimItem
 from simulator.plc import SimPlc
+from tests.drivers.plc_harness import free_port, run, until, until_health
 
 PROFILE = load_profile("default")
 
 
-def run(test: Callable[[], Awaitable[None]], limit: float = 15.0) -> None:
-    """Run an async test body and fail it if it leaves tasks behind."""
-
-    async def main() -> None:
-        async with asyncio.timeout(limit):
-            await test()
-        await asyncio.sleep(0.05)  # let closed transports deliver connection_lost
-        leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        assert not leftover, f"leaked tasks: {leftover}"
-
-    asyncio.run(main())
-
-
-async def until(plc: Plc, pred: Callable[[Mapping[str, Value]], bool], timeout: float = 3.0) -> IoSnapshot:
-    """The first snapshot whose values satisfy `pred`."""
-    seq = 0
-    async with asyncio.timeout(timeout):
-        while True:
-            snap = await plc.next_snapshot(seq)
-            if pred(snap.values):
-                return snap
-            seq = snap.seq
-
-
-async def until_health(plc: Plc, state: HealthState, timeout: float = 3.0) -> None:
-    async with asyncio.timeout(timeout):
-        while plc.health.state != state:
-            await asyncio.sleep(0.01)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def client(port: int, **kw: object) -> Plc:
     kw.setdefault("backoff", (0.05, 0.2))
-    return Plc(PROFILE, "127.0.0.1", port, **kw)  # type: ignore[arg-type]
+    return Plc(PROFILE, TcpLink("127.0.0.1", port), **kw)  # type: ignore[arg-type]
 
 
 def test_snapshots_arrive_at_poll_rate_with_the_belts_values() -> None:
@@ -199,7 +163,7 @@ def test_a_register_the_plc_does_not_map_is_reported_by_name(tmp_path: Path) -> 
     site = load_profile(tmp_path / "site.toml")
 
     async def body() -> None:
-        async with SimPlc(Belt()) as sim, Plc(site, "127.0.0.1", sim.port, backoff=(0.05, 0.2)) as plc:
+        async with SimPlc(Belt()) as sim, Plc(site, sim.link, backoff=(0.05, 0.2)) as plc:
             await until_health(plc, HealthState.DOWN)
             assert "exception reply" in plc.health.detail and "input 50+1" in plc.health.detail
             assert plc.latest is None, "a partial poll is never published"

@@ -34,8 +34,29 @@ def test_default_profile_loads_with_the_documented_map() -> None:
     assert p.by_name("estop_reset").pulse
     # one request per table: the default map has no gaps
     assert p.groups() == [
-        Group("coil", 0, 3), Group("discrete", 0, 5), Group("holding", 0, 2), Group("input", 0, 8),
+        Group("coil", 0, 3), Group("discrete", 0, 6), Group("holding", 0, 2), Group("input", 0, 8),
     ]
+
+
+@pytest.mark.parametrize("name", ["default", "compact"])
+def test_every_shipped_profile_loads_with_the_registers_the_lane_needs(name: str) -> None:
+    from simulator.plc import REQUIRED
+
+    p = load_profile(name)
+    assert p.name == name and all(p.has(r) for r in REQUIRED)
+    assert {r.name for r in p.registers} == {r.name for r in load_profile("default").registers}
+
+
+def test_groups_never_exceed_one_modbus_request_nor_split_a_32_bit_value(tmp_path: Path) -> None:
+    # 130 consecutive holding registers: 124 single words, then three u32 straddling the 125 limit
+    regs = [GOOD_REG.replace('"speed"', f'"w{i}"').replace("= 0", f"= {i}") for i in range(124)]
+    regs += [GOOD_REG.replace('"speed"', f'"d{i}"').replace("= 0", f"= {124 + 2 * i}").replace("u16", "u32")
+             for i in range(3)]
+    p = load_profile(write_profile(tmp_path, "---".join(regs)))
+    assert p.groups() == [Group("holding", 0, 124), Group("holding", 124, 6)]
+    bits = [GOOD_REG.replace('"speed"', f'"b{i}"').replace("= 0", f"= {i}").replace('"holding"', '"coil"')
+            .replace("u16", "bool") for i in range(2001)]
+    assert load_profile(write_profile(tmp_path, "---".join(bits))).groups() == [Group("coil", 0, 2000), Group("coil", 2000, 1)]
 
 
 def test_load_by_path_equals_load_by_name() -> None:
@@ -70,6 +91,28 @@ BAD_CASES = [
     ("negative address", GOOD_REG.replace("address = 0", "address = -1"), "speed", "address -1"),
     ("zero scale", GOOD_REG + "scale = 0\n", "speed", "scale 0"),
     ("duplicate name", GOOD_REG + "---" + GOOD_REG.replace("= 0", "= 5"), "speed", "duplicate name"),
+    ("address not a number", GOOD_REG.replace("address = 0", 'address = "40001"'), "speed", "address '40001'"),
+    ("address too high", GOOD_REG.replace("address = 0", "address = 65536"), "speed", "address 65536"),
+    ("u32 past the end", GOOD_REG.replace("address = 0", "address = 65535").replace("u16", "u32"),
+     "speed", "extends past address 65535"),
+    ("f32 past the end", GOOD_REG.replace("address = 0", "address = 65535").replace("u16", "f32"),
+     "speed", "extends past address 65535"),
+    ("i16 scale not a number", GOOD_REG.replace("u16", "i16") + 'scale = "x"\n', "speed", "scale 'x'"),
+    ("infinite scale", GOOD_REG + "scale = inf\n", "speed", "scale inf"),
+    ("limit not a number", GOOD_REG + 'max = "fast"\n', "speed", "max 'fast' is not a number"),
+    ("bool limit", GOOD_REG + "min = true\n", "speed", "min True is not a number"),
+    ("word order on f32", GOOD_REG.replace("u16", "f32") + 'word_order = "swapped"\n', "speed", "word_order 'swapped'"),
+    ("rw on discrete", GOOD_REG.replace('"holding"', '"discrete"').replace("u16", "bool") + 'access = "rw"\n',
+     "speed", "read-only table 'discrete'"),
+    ("bool on input", GOOD_REG.replace('"holding"', '"input"').replace("u16", "bool"), "speed", "bool only on coil/discrete"),
+    ("nameless register", 'table = "holding"\naddress = 0\ntype = "u16"\n', "register #1", "missing keys ['name']"),
+    (
+        "overlap in bits",
+        GOOD_REG.replace('"holding"', '"coil"').replace("u16", "bool") + "---"
+        + GOOD_REG.replace('"speed"', '"c"').replace('"holding"', '"coil"').replace("u16", "bool"),
+        "'c'",
+        "coil address 0 overlaps register 'speed'",
+    ),
     (
         "overlap",
         GOOD_REG.replace('"u16"', '"u32"') + "---" + GOOD_REG.replace('"speed"', '"b"').replace("= 0", "= 1"),
