@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from drivers.links import RtuLink, TcpLink
 
 
 class ConfigError(Exception):
@@ -44,6 +46,9 @@ class LaneSection(Section):
                                   description="A decision must be on the gate output this far before the gate.")
     read_window_mm: float = Field(150.0, gt=0, le=2000,
                                   description="How far from the expected position a barcode or scan may be bound to an item.")
+    max_item_mm: float = Field(800.0, gt=0, le=5000,
+                               description="Anything longer under the entry eye is treated as touching items (INSPECT).")
+    auto_start: bool = Field(True, description="Start the belt as soon as the PLC answers (always on with --simulate).")
 
     @model_validator(mode="after")
     def _ordered(self) -> LaneSection:
@@ -52,10 +57,31 @@ class LaneSection(Section):
         return self
 
 
-class PlcSection(Section):
-    profile: str = Field("default", description="Register-map profile: a name in drivers/profiles or a file path.")
+class PlcTcp(Section):
+    type: Literal["tcp"] = "tcp"
     host: str = Field("127.0.0.1", description="Modbus TCP host of the PLC.")
     port: int = Field(502, ge=1, le=65535, description="Modbus TCP port.")
+
+    def link(self) -> TcpLink:
+        return TcpLink(self.host, self.port)
+
+
+class PlcRtu(Section):
+    type: Literal["rtu"]
+    port: str = Field(description="Serial device of the RS-485 adapter, e.g. /dev/ttyUSB2.")
+    baudrate: int = Field(19200, gt=0)
+    parity: Literal["N", "E", "O"] = "E"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+
+    def link(self) -> RtuLink:
+        return RtuLink(self.port, self.baudrate, self.parity, self.stopbits, self.bytesize)
+
+
+class PlcSection(Section):
+    profile: str = Field("default", description="Register-map profile: a name in drivers/profiles or a file path.")
+    link: Annotated[PlcTcp | PlcRtu, Field(discriminator="type")] = Field(
+        default_factory=PlcTcp, description="How to reach the PLC: type = 'tcp' (host, port) or 'rtu' (port, baudrate...).")
     poll_interval_s: float = Field(0.02, gt=0, le=1, description="Time between grouped polls.")
     timeout_s: float = Field(0.5, gt=0, le=10, description="Per-request timeout.")
 

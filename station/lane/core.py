@@ -72,7 +72,9 @@ class LaneCore:
         self.tracks: list[Track] = []  # unrouted, in belt order (oldest = nearest the gate)
         self.values: dict[str, bool | int | float] = {}
         self.plc_up = False
-        self.gate_clear = False  # what we last commanded
+        self.gate_clear = False  # what we last commanded (the PLC clears it itself after each item)
+        self._blind = False  # the PLC link was lost: the next snapshot's edges are not to be trusted
+        self._snapshot_t = 0.0  # when self.values were polled
         self._next_id = 1
         self.counters: dict[str, int] = {"tracked": 0, "routed": 0}
 
@@ -86,6 +88,7 @@ class LaneCore:
             case m.PlcLink(up=up, detail=detail):
                 self.plc_up = up
                 if not up:
+                    self._blind = True
                     self._enter_fault("PLC_LINK_LOST", detail or "PLC not answering", event.t, out)
             case m.BarcodeScanned():
                 self._on_barcode(event, out)
@@ -109,9 +112,13 @@ class LaneCore:
     def _on_snapshot(self, snap: m.Snapshot, out: list[m.Command]) -> None:
         before, now = self.values, dict(snap.values)
         self.values = now
-        if not self.plc_up:
-            self.plc_up = True
+        self._snapshot_t = snap.t
+        self.plc_up = True
         enc = float(now["encoder"])
+        if self._blind:
+            self._blind = False
+            self._after_blackout(snap.t, enc, out)
+            before = now  # what happened while we could not see is not a set of edges
 
         def rose(name: str) -> bool:
             return bool(now.get(name)) and not bool(before.get(name, False))
@@ -127,7 +134,9 @@ class LaneCore:
             last = self.tracks[-1]
             last.length_mm = last.lead(enc)
         if rose("entry_eye"):
-            track = Track(self._next_id, enc, snap.t)
+            # The edge happened somewhere since the last poll; assume the earliest moment, so the item's
+            # position is never underestimated and its gate deadline never comes later than it really does.
+            track = Track(self._next_id, float(before.get("encoder", enc)), snap.t)
             if self.state in (LaneState.FAULT, LaneState.ESTOP):
                 track.problems.append(m.Reason(self.fault or self.state.value, "the lane was in fault when the item entered"))
             self.tracks.append(track)
@@ -136,8 +145,19 @@ class LaneCore:
         if rose("gate_eye"):
             self._route(snap.t, enc, out)
 
+    def _after_blackout(self, t: float, enc: float, out: list[m.Command]) -> None:
+        """Items that crossed the gate while the PLC link was down went somewhere we did not see."""
+        while self.tracks and self.tracks[0].lead(enc) >= self.lane.gate_mm:
+            track = self.tracks.pop(0)
+            track.problems.append(m.Reason("ROUTING_UNCONFIRMED", "it passed the gate while the PLC link was down"))
+            self._decide_now(track, t)
+            out.append(m.Alarm("ROUTING_UNCONFIRMED", f"track {track.track_id} passed the gate unseen"))
+            out.append(self._routed(track, "UNCONFIRMED", t))
+
     def _route(self, t: float, enc: float, out: list[m.Command]) -> None:
-        routed = "CLEAR" if self.values.get("gate_clear") else "INSPECT"
+        # The diverter's position feedback says where this item went; without it, trust our own output.
+        routed = "CLEAR" if self.values.get("gate_position_clear", self.gate_clear) else "INSPECT"
+        self.gate_clear = False  # the PLC consumes the output for this item and clears it
         head = self.tracks[0] if self.tracks else None
         if head is None or head.lead(enc) < self.lane.gate_mm - self.lane.read_window_mm:
             # Something reached the gate that we never saw enter (or tracking slipped): record it.
@@ -167,10 +187,31 @@ class LaneCore:
         near = [tr for tr in self.tracks if pending(tr) and abs(tr.lead(enc) - position_mm) <= self.lane.read_window_mm]
         return min(near, key=lambda tr: abs(tr.lead(enc) - position_mm), default=None)
 
+    def _spanning(self, position_mm: float) -> Track | None:
+        """The track whose extent covers `position_mm` (its length is open while it is under the entry eye)."""
+        enc = float(self.values.get("encoder", 0.0))
+        for track in self.tracks:
+            lead = track.lead(enc)
+            trail = lead - track.length_mm if track.length_mm is not None else 0.0
+            if trail - self.lane.read_window_mm <= position_mm <= lead + self.lane.read_window_mm:
+                return track
+        return None
+
+    def _second_item(self, position_mm: float, what: str, out: list[m.Command]) -> bool:
+        """A second label or scan inside one tracked item: two items touching, seen as one. INSPECT it."""
+        track = self._spanning(position_mm)
+        if track is None:
+            return False
+        if not any(r.code == "MULTIPLE_ITEMS" for r in track.problems):
+            track.problems.append(m.Reason("MULTIPLE_ITEMS", f"a second {what} within one item: items touching"))
+        out.append(m.Alarm("MULTIPLE_ITEMS", f"track {track.track_id}: second {what}"))
+        return True
+
     def _on_barcode(self, ev: m.BarcodeScanned, out: list[m.Command]) -> None:
         track = self._nearest(self.lane.barcode_mm, lambda tr: tr.barcode_state == "pending")
         if track is None:
-            out.append(m.Alarm("UNMATCHED_BARCODE", f"read {ev.code!r} with no item under the reader"))
+            if not self._second_item(self.lane.barcode_mm, "barcode read", out):
+                out.append(m.Alarm("UNMATCHED_BARCODE", f"read {ev.code!r} with no item under the reader"))
             return
         if ev.code is None:
             track.barcode_state, track.ead_state = "noread", "not_looked_up"
@@ -188,7 +229,8 @@ class LaneCore:
     def _on_scan_started(self, ev: m.ScanStarted, out: list[m.Command]) -> None:
         track = self._nearest(self.lane.tunnel_start_mm, lambda tr: tr.scan_state == "pending")
         if track is None:
-            out.append(m.Alarm("UNMATCHED_SCAN", f"scan {ev.scan_id} started with no item at the tunnel"))
+            if not self._second_item(self.lane.tunnel_start_mm, "scan", out):
+                out.append(m.Alarm("UNMATCHED_SCAN", f"scan {ev.scan_id} started with no item at the tunnel"))
             return
         track.scan_id, track.scan_state = ev.scan_id, "started"
 
@@ -224,18 +266,37 @@ class LaneCore:
             return
         enc, lane = float(self.values["encoder"]), self.lane
         deadline = lane.gate_mm - lane.gate_margin_mm
+        # The deadline is physical: count the distance the belt has run since the last poll too.
+        moved = max(0.0, float(self.values.get("belt_speed", 0.0))) * max(0.0, t - self._snapshot_t)
+        while self.tracks and self.tracks[0].lead(enc) > lane.gate_mm + lane.read_window_mm:
+            self._missing(self.tracks.pop(0), t, out)
         for track in self.tracks:
             lead = track.lead(enc)
+            under_entry = track is self.tracks[-1] and bool(self.values.get("entry_eye"))
+            long_mm = track.length_mm if track.length_mm is not None else (lead if under_entry else 0.0)
+            if long_mm > lane.max_item_mm and not any(r.code == "ITEM_TOO_LONG" for r in track.problems):
+                track.problems.append(m.Reason("ITEM_TOO_LONG", f"{long_mm:.0f} mm under the entry eye, more than "
+                                               f"{lane.max_item_mm:.0f} mm: items may be touching"))
+                out.append(m.Alarm("ITEM_TOO_LONG", f"track {track.track_id}: {long_mm:.0f} mm"))
             if track.barcode_state == "pending" and lead > lane.barcode_mm + lane.read_window_mm:
                 track.barcode_state, track.ead_state = "missing", "not_looked_up"
                 track.id_problem = m.Reason("NO_READ", "the barcode reader reported nothing for this item")
             if track.scan_state == "pending" and lead > lane.tunnel_start_mm + lane.read_window_mm:
                 track.scan_state = "missing"
                 track.problems.append(m.Reason("SCAN_MISSING", "the scanner did not scan this item"))
-            if track.decision is None and lead >= deadline:
+            if track.decision is None and lead + moved >= deadline:
                 track.problems.append(m.Reason("DECISION_LATE", self._late_detail(track)))
                 out.append(m.Alarm("DECISION_LATE", f"track {track.track_id}: {self._late_detail(track)}"))
                 self._decide_now(track, t)
+
+    def _missing(self, track: Track, t: float, out: list[m.Command]) -> None:
+        """The item should have reached the gate eye by now and did not: a jam, or it left the belt."""
+        detail = f"track {track.track_id} never reached the gate eye"
+        track.problems.append(m.Reason("ITEM_MISSING", "the item did not reach the gate: jammed or fell off"))
+        self._decide_now(track, t)
+        self.counters["missing"] = self.counters.get("missing", 0) + 1
+        self._enter_fault("JAM", detail, t, out)
+        out.append(self._routed(track, "MISSING", t))
 
     @staticmethod
     def _late_detail(track: Track) -> str:
@@ -272,6 +333,7 @@ class LaneCore:
             and head is not None
             and head.decision is not None
             and head.decision.decision == "CLEAR"
+            and not self.values.get("gate_eye")  # never switch the gate under an item still in it
         )
         if want != self.gate_clear and self.plc_up:
             self.gate_clear = want
@@ -298,22 +360,34 @@ class LaneCore:
                 self.state = LaneState.STOPPED
             out.append(m.WriteOutput("belt_run", False))
         elif ev.action == "reset":
-            if self.state is LaneState.ESTOP and not self.values.get("estop_active"):
+            blocker = self._blocker(allow_estop_code=self.state is LaneState.ESTOP)
+            if self.state in (LaneState.ESTOP, LaneState.FAULT) and blocker:
+                out.append(m.Alarm("RESET_REFUSED", f"cannot reset {self.fault}: {blocker}"))
+            elif self.state is LaneState.ESTOP:
                 out.append(m.WriteOutput("estop_reset", True))
                 self.state, self.fault = LaneState.STOPPED, None
-            elif self.state is LaneState.FAULT and self.plc_up:
+            elif self.state is LaneState.FAULT:
                 self.state, self.fault = LaneState.STOPPED, None
-            elif self.state in (LaneState.ESTOP, LaneState.FAULT):
-                out.append(m.Alarm("RESET_REFUSED", f"cannot reset {self.fault}: "
-                                   + ("E-stop still pressed" if self.values.get("estop_active") else "PLC not answering")))
         elif ev.action == "start":
-            if self.state is LaneState.STOPPED and self.plc_up and not self.values.get("estop_active"):
+            blocker = self._blocker()
+            if self.state is LaneState.STOPPED and not blocker:
                 self.state = LaneState.RUNNING
                 out.append(m.WriteOutput("belt_speed_sp", self.lane.belt_speed_mm_s))
                 out.append(m.WriteOutput("belt_run", True))
             else:
                 out.append(m.Alarm("START_REFUSED", f"cannot start from {self.state.value}"
-                                   + (f" ({self.fault})" if self.fault else "")))
+                                   + (f" ({self.fault})" if self.fault else "") + (f": {blocker}" if blocker else "")))
+
+    def _blocker(self, allow_estop_code: bool = False) -> str:
+        """Why the PLC's side does not allow a reset or start now ('' when it does)."""
+        if not self.plc_up:
+            return "PLC not answering"
+        if self.values.get("estop_active"):
+            return "E-stop still pressed"
+        code = int(self.values.get("fault_code", 0) or 0)
+        if code and not (allow_estop_code and code == 2):
+            return f"PLC fault code {code}"
+        return ""
 
     # ---- output -------------------------------------------------------------------------------
 

@@ -147,7 +147,8 @@ class ItemRouted:
     image_path: str | None
     image_sha256: str | None
     decision: Literal["CLEAR", "INSPECT"]
-    routed: Literal["CLEAR", "INSPECT"]
+    # MISSING: it never reached the gate; UNCONFIRMED: it passed while the PLC link was down (reported, not lost)
+    routed: Literal["CLEAR", "INSPECT", "MISSING", "UNCONFIRMED"]
     score: float
     reasons: tuple[Reason, ...]
     detections: tuple[Detected, ...]

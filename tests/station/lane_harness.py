@@ -16,6 +16,9 @@ from station.lane import messages as m
 from station.lane.core import LaneCore
 
 
+RESOLUTION_MM = 5.0
+
+
 @dataclass
 class Parcel:
     """One item's truth and how the (virtual) devices treat it."""
@@ -57,6 +60,7 @@ class VirtualLane:
         self._queue: list[tuple[float, int, object]] = []
         self._order = itertools.count()
         self._scan_of: dict[str, int] = {}
+        self.gate_position_clear = False
 
     # ---- scheduling ---------------------------------------------------------------------------
 
@@ -120,6 +124,8 @@ class VirtualLane:
             self.at(ready, m.ScanDone(ready, f"scan-{ev.item.index}", path, "0" * 64))
         elif isinstance(ev, Routed):
             self.outcomes[ev.item.index].bin = ev.bin
+            self.belt.gate_clear = False  # the PLC's gate output is one-shot
+            self.gate_position_clear = ev.bin == "CLEAR"  # and its diverter reports where the item went
 
     # ---- running ------------------------------------------------------------------------------
 
@@ -127,7 +133,8 @@ class VirtualLane:
         b = self.belt
         return m.Snapshot(self.t, {
             "encoder": int(b.encoder_mm), **b.eyes, "estop_active": b.estop, "fault_code": b.fault_code,
-            "gate_clear": b.gate_clear, "belt_running": b.running, "belt_run": b.run_command,
+            "gate_clear": b.gate_clear, "belt_running": b.running, "belt_run": b.run_command, "belt_speed": int(b.speed_mm_s),
+            "gate_position_clear": self.gate_position_clear,
         })
 
     def start(self) -> None:
@@ -141,7 +148,8 @@ class VirtualLane:
 
     def run_until(self, t_end: float) -> None:
         next_poll = self.t
-        deadline_mm = self.lane.gate_mm - self.lane.gate_margin_mm
+        # The station sees whole-mm encoder counts and extrapolates between polls; a few mm is its resolution.
+        deadline_mm = self.lane.gate_mm - self.lane.gate_margin_mm + RESOLUTION_MM
         while self.t < t_end:
             while self._queue and self._queue[0][0] <= self.t:
                 _, _, what = heapq.heappop(self._queue)
@@ -155,7 +163,7 @@ class VirtualLane:
             for item in self.belt.items:
                 outcome = self.outcomes[item.index]
                 if outcome.deadline_t is None and item.lead_mm >= deadline_mm:
-                    outcome.deadline_t = self.t
+                    outcome.deadline_t = self.t + self.physics_dt  # the step that crossed it ends then
             self.t += self.physics_dt
 
     def _place_next(self) -> None:

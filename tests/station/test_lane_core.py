@@ -172,3 +172,30 @@ def test_lane_invariants(parcels: list[Parcel], gaps: list[float], speed: float,
             assert not outcome.on_belt_at_estop
         else:
             assert item.reasons, "every INSPECT decision carries a reason"
+
+
+def test_a_jammed_item_is_reported_missing_and_stops_the_belt() -> None:
+    lane = VirtualLane()
+    lane.start()
+    lane.add_parcels([Parcel(300, c) for c in ids(4)], [300.0] * 4)
+    lane.run_until(2.2)
+    jammed = next(it for it in lane.belt.items if 1300 < it.lead_mm < 2300)
+    lane.belt._items.remove(jammed)  # stuck on a side guide: it never reaches the gate eye
+    lane.run_until(6.0)
+    missing = [r for r in lane.routed if r.routed == "MISSING"]
+    assert len(missing) == 1 and "ITEM_MISSING" in codes(missing[0]) and missing[0].decision == "INSPECT"
+    assert lane.core.state is LaneState.FAULT and lane.core.fault == "JAM"
+    assert not lane.belt.running
+
+
+def test_touching_items_are_held_at_inspect_together() -> None:
+    lane = VirtualLane()
+    lane.belt.min_gap_mm = 0.0
+    lane.start()
+    parcels = [Parcel(450, c) for c in ids(3)]
+    lane.add_parcels(parcels, [300.0, 0.0, 300.0])  # the second touches the first
+    lane.run_until(9.0)
+    assert [lane.outcomes[i].bin for i in range(3)] == ["INSPECT", "INSPECT", "CLEAR"]
+    first = lane.routed[0]
+    assert first.decision == "INSPECT" and "ITEM_TOO_LONG" in codes(first)
+    assert any(a.code == "ITEM_TOO_LONG" for a in lane.alarms)
