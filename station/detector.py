@@ -1,0 +1,211 @@
+"""ONNX object detection for scan images: the default model or any YOLOv8/YOLO11 export.
+
+A model directory holds ``manifest.json`` and the ONNX file it names. The file's SHA-256 must
+match the manifest, or the model is refused (the lane then runs MANUAL_ONLY). The network
+takes float32 ``[1, 3, H, W]`` (grey replicated to 3 channels, scaled 0..1, letterboxed) and
+returns the Ultralytics layout ``[1, 4 + n_classes, N]``: cx, cy, w, h in input pixels, then
+per-class scores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+log = logging.getLogger(__name__)
+
+
+class ModelError(Exception):
+    """A model cannot be loaded or run; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detected object; ``box`` is x1, y1, x2, y2 in source-image pixels."""
+
+    label: str
+    score: float
+    box: tuple[float, float, float, float]
+
+
+class Manifest(BaseModel):
+    """What ``manifest.json`` beside a model says about it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="model name")
+    version: str = Field(description="model version")
+    classes: list[str] = Field(min_length=1, description="class names, in output row order")
+    input_size: tuple[int, int] = Field(description="network input [height, width] in pixels")
+    normalisation: str = Field(description="'scale_0_1': grey/255 replicated to 3 channels")
+    thresholds: dict[str, float] = Field(description="per-class score threshold; missing -> default_threshold")
+    threat_classes: list[str] = Field(description="classes that make a parcel a threat")
+    sha256: str = Field(description="SHA-256 of the ONNX file, hex")
+    training_data: str = Field(description="what the model was trained on")
+    metrics: dict[str, Any] = Field(default_factory=dict, description="measured figures")
+    onnx_file: str = Field(default="model.onnx", description="ONNX file name in the model directory")
+    default_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    letterbox_pad: int = Field(default=114, ge=0, le=255, description="grey level of letterbox padding")
+    nms_iou: float = Field(default=0.45, gt=0.0, le=1.0, description="IoU above which NMS drops a box")
+    max_detections: int = Field(default=100, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        if self.normalisation != "scale_0_1":
+            raise ValueError(f"normalisation {self.normalisation!r} unsupported (only 'scale_0_1')")
+        if min(self.input_size) <= 0:
+            raise ValueError(f"input_size must be positive, got {self.input_size}")
+        unknown = (set(self.thresholds) | set(self.threat_classes)) - set(self.classes)
+        if unknown:
+            raise ValueError(f"thresholds/threat_classes name unknown classes {sorted(unknown)}")
+        return self
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How a source image was fitted into the network input: input = source * scale + (dx, dy)."""
+
+    scale: float
+    dx: int
+    dy: int
+    src_h: int
+    src_w: int
+
+
+def letterbox(gray: np.ndarray, size: tuple[int, int], pad: int) -> tuple[np.ndarray, Letterbox]:
+    """Resize keeping aspect ratio to fit ``size`` (h, w), centre, pad with grey ``pad``."""
+    h, w = gray.shape
+    th, tw = size
+    s = min(th / h, tw / w)
+    nh, nw = max(1, round(h * s)), max(1, round(w * s))
+    dy, dx = (th - nh) // 2, (tw - nw) // 2
+    out = np.full((th, tw), pad, np.uint8)
+    out[dy : dy + nh, dx : dx + nw] = cv2.resize(gray, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    return out, Letterbox(s, dx, dy, h, w)
+
+
+def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
+    order = list(np.argsort(-scores, kind="stable"))
+    keep: list[int] = []
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    while order:
+        i = order.pop(0)
+        keep.append(i)
+        if not order:
+            break
+        rest = np.array(order)
+        lt = np.maximum(boxes[i, :2], boxes[rest, :2])
+        rb = np.minimum(boxes[i, 2:], boxes[rest, 2:])
+        inter = np.clip(rb - lt, 0, None).prod(1)
+        overlap = inter / (area[i] + area[rest] - inter + 1e-9)
+        order = [int(j) for j, o in zip(rest, overlap) if o <= iou]
+    return keep
+
+
+class Detector:
+    """A loaded, warmed-up model. Safe to call from one worker thread at a time."""
+
+    def __init__(self, manifest: Manifest, session: ort.InferenceSession, model_hash: str, path: Path) -> None:
+        self.manifest = manifest
+        self.session = session
+        self.model_hash = model_hash
+        self.path = path
+        self._input = session.get_inputs()[0].name
+        self._thr = np.array([manifest.thresholds.get(c, manifest.default_threshold) for c in manifest.classes], np.float32)
+
+    @classmethod
+    def load(cls, model_dir: str | Path, threads: int = 2) -> Detector:
+        """Read the manifest, verify the ONNX file's SHA-256, build the session and warm it up."""
+        model_dir = Path(model_dir)
+        mpath = model_dir / "manifest.json"
+        try:
+            manifest = Manifest.model_validate(json.loads(mpath.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValidationError) as err:
+            raise ModelError(f"{mpath}: cannot read manifest: {err}") from err
+        onnx_path = model_dir / manifest.onnx_file
+        try:
+            blob = onnx_path.read_bytes()
+        except OSError as err:
+            raise ModelError(f"{onnx_path}: cannot read model file: {err}") from err
+        digest = hashlib.sha256(blob).hexdigest()
+        if digest != manifest.sha256.lower():
+            raise ModelError(f"{onnx_path}: hash mismatch: file sha256 {digest}, manifest says {manifest.sha256}")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(blob, sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own untyped errors
+            raise ModelError(f"{onnx_path}: onnxruntime cannot load it: {err}") from err
+        det = cls(manifest, session, digest, onnx_path)
+        h, w = manifest.input_size
+        det._check_output(det._run(np.zeros((1, 3, h, w), np.float32)))
+        log.info("model %s %s loaded from %s (sha256 %s, %d threads)", manifest.name, manifest.version, onnx_path, digest[:12], threads)
+        return det
+
+    def _run(self, tensor: np.ndarray) -> np.ndarray:
+        try:
+            return np.asarray(self.session.run(None, {self._input: tensor})[0])
+        except Exception as err:  # onnxruntime's errors have no common base class
+            raise ModelError(f"{self.path}: inference failed: {err}") from err
+
+    def _check_output(self, out: np.ndarray) -> None:
+        want = 4 + len(self.manifest.classes)
+        if out.ndim != 3 or out.shape[0] != 1 or out.shape[1] != want:
+            raise ModelError(f"{self.path}: output shape {out.shape}, expected [1, {want}, N] for {len(self.manifest.classes)} classes")
+
+    def preprocess(self, gray: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        """uint8 HxW grey -> float32 [1, 3, H, W] input tensor and the letterbox geometry."""
+        if gray.ndim != 2 or gray.dtype != np.uint8 or gray.size == 0:
+            raise ModelError(f"detector input must be a non-empty 2-D uint8 image, got {gray.dtype} {gray.shape}")
+        img, lb = letterbox(gray, self.manifest.input_size, self.manifest.letterbox_pad)
+        x = img.astype(np.float32) * (1.0 / 255.0)
+        return np.ascontiguousarray(np.broadcast_to(x, (1, 3, *x.shape))), lb
+
+    def postprocess(self, out: np.ndarray, lb: Letterbox, thresholds: Mapping[str, float] | None = None) -> list[Detection]:
+        """Decode ``[1, 4+nc, N]``: best class per anchor, its threshold, class-wise NMS,
+        boxes mapped back to source pixels and clipped; highest score first."""
+        m = self.manifest
+        thr = self._thr if thresholds is None else np.array([thresholds.get(c, m.default_threshold) for c in m.classes], np.float32)
+        pred = out[0].T  # N, 4+nc
+        scores = pred[:, 4:]
+        cls = scores.argmax(1)
+        best = scores[np.arange(len(cls)), cls]
+        keep = best >= thr[cls]
+        if not keep.any():
+            return []
+        p, cls, best = pred[keep], cls[keep], best[keep]
+        boxes = np.concatenate([p[:, :2] - p[:, 2:4] / 2, p[:, :2] + p[:, 2:4] / 2], 1)
+        boxes[:, [0, 2]] = np.clip((boxes[:, [0, 2]] - lb.dx) / lb.scale, 0, lb.src_w)
+        boxes[:, [1, 3]] = np.clip((boxes[:, [1, 3]] - lb.dy) / lb.scale, 0, lb.src_h)
+        dets: list[Detection] = []
+        for c in np.unique(cls):
+            idx = np.flatnonzero(cls == c)
+            for i in _nms(boxes[idx], best[idx], m.nms_iou):
+                j = idx[i]
+                dets.append(Detection(m.classes[int(c)], float(best[j]), tuple(float(v) for v in boxes[j])))  # type: ignore[arg-type]
+        dets.sort(key=lambda d: -d.score)
+        return dets[: m.max_detections]
+
+    def detect(self, gray: np.ndarray, thresholds: Mapping[str, float] | None = None) -> list[Detection]:
+        """Detect objects in a uint8 grey image (bright = air). ``thresholds`` overrides the
+        manifest's per-class thresholds (for evaluation)."""
+        tensor, lb = self.preprocess(gray)
+        out = self._run(tensor)
+        self._check_output(out)
+        return self.postprocess(out, lb, thresholds)
+
+    def is_threat(self, d: Detection) -> bool:
+        return d.label in self.manifest.threat_classes

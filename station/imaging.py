@@ -1,0 +1,206 @@
+"""Image loading and rendering for the station.
+
+``load_image`` accepts the simulator's dual-energy container (.xde) and PNG, JPEG or TIFF files
+(8 or 16 bit, grey or colour). It sniffs the content, refuses a file whose extension lies,
+reads the declared width x height from the header and refuses decompression bombs *before*
+decoding, and turns every failure into :class:`ImageError` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from drivers.xde import XdeError, decode_xde
+
+_GAMMA = 0.75
+_EXT_KIND = {".xde": "xde", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff"}
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+class ImageError(Exception):
+    """An image file cannot be used; str() names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """A decoded scan. ``gray`` is what the model sees (uint8 HxW, 255 = air, dark = dense);
+    ``high``/``low`` are the uint16 transmission planes of a dual-energy scan, else None."""
+
+    path: str
+    gray: np.ndarray
+    kind: str  # "dual-energy" | "grey8" | "grey16" | "colour"
+    high: np.ndarray | None = None
+    low: np.ndarray | None = None
+
+
+def gray_from_high(high: np.ndarray) -> np.ndarray:
+    """Model view of a 16-bit transmission plane: ``255 * T**0.75``, T = value / 65535.
+
+    The mild gamma keeps thin metal visible while dense metal stays near black, so dual-energy
+    scans look like single-energy greyscale scans (the detector is trained on this mapping)."""
+    t = high.astype(np.float32) * (1.0 / 65535.0)
+    return np.clip(255.0 * np.power(t, _GAMMA) + 0.5, 0, 255).astype(np.uint8)
+
+
+def _sniff(data: bytes) -> str | None:
+    if data.startswith(b"XDE1"):
+        return "xde"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    return None
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    if len(data) < 33 or data[12:16] != b"IHDR":
+        raise ValueError("PNG header (IHDR) missing or truncated")
+    width, height = struct.unpack(">II", data[16:24])
+    if b"IEND" not in data[-12:]:
+        raise ValueError("PNG is truncated (no IEND chunk at the end)")
+    return width, height
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            raise ValueError(f"JPEG marker expected at byte {i}")
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        (seg_len,) = struct.unpack(">H", data[i + 2 : i + 4])
+        if marker in _JPEG_SOF:
+            if i + 9 > len(data):
+                break
+            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+            if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+                raise ValueError("JPEG is truncated (no end-of-image marker)")
+            return width, height
+        i += 2 + seg_len
+    raise ValueError("JPEG frame header (SOF) missing or truncated")
+
+
+def _tiff_size(data: bytes) -> tuple[int, int]:
+    endian = "<" if data[:2] == b"II" else ">"
+    if len(data) < 8:
+        raise ValueError("TIFF header truncated")
+    (ifd,) = struct.unpack(endian + "I", data[4:8])
+    if ifd + 2 > len(data):
+        raise ValueError("TIFF directory offset points past the end of the file")
+    (count,) = struct.unpack(endian + "H", data[ifd : ifd + 2])
+    dims: dict[int, int] = {}
+    for k in range(count):
+        off = ifd + 2 + 12 * k
+        if off + 12 > len(data):
+            raise ValueError("TIFF directory truncated")
+        tag, typ = struct.unpack(endian + "HH", data[off : off + 4])
+        if tag in (256, 257):
+            fmt = endian + ("H" if typ == 3 else "I")
+            dims[tag] = struct.unpack(fmt, data[off + 8 : off + 8 + struct.calcsize(fmt)])[0]
+    if 256 not in dims or 257 not in dims:
+        raise ValueError("TIFF has no width/length tags")
+    return dims[256], dims[257]
+
+
+def _to_gray(img: np.ndarray) -> tuple[np.ndarray, str]:
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 3:
+        colour = img[:, :, :3]
+        spread = int(np.abs(colour.astype(np.int32) - colour[:, :, :1]).max())
+        tol = 2 if img.dtype == np.uint8 else 2 * 257
+        kind = "grey8" if spread <= tol else "colour"  # greyscale stored as 3 channels (GDXray)
+        if img.dtype == np.uint16:
+            kind = "grey16" if kind == "grey8" else kind
+        gray = cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY)
+    elif img.ndim == 2:
+        gray = img
+        kind = "grey16" if img.dtype == np.uint16 else "grey8"
+    else:
+        raise ValueError(f"unsupported layout {img.shape}")
+    if gray.dtype == np.uint16:
+        if kind == "grey16" and int(gray.max()) <= 4095:  # 12-bit detector data in 16-bit words
+            gray = (gray.astype(np.uint32) * 16).astype(np.uint16)
+        return (gray_from_high(gray) if kind == "grey16" else (gray // 257).astype(np.uint8)), kind
+    if gray.dtype != np.uint8:
+        raise ValueError(f"unsupported sample type {gray.dtype}")
+    return np.ascontiguousarray(gray), kind
+
+
+def load_image(path: str | Path, max_pixels: int = 50_000_000) -> LoadedImage:
+    """Load a scan for the detector and the console. Raises ImageError, and nothing else,
+    for unreadable, empty, truncated, mislabelled, undecodable or oversized files."""
+    p = Path(path)
+    want = _EXT_KIND.get(p.suffix.lower())
+    if want is None:
+        raise ImageError(f"{p}: unsupported extension {p.suffix!r} (expected .xde, .png, .jpg, .tif)")
+    try:
+        data = p.read_bytes()
+    except OSError as err:
+        raise ImageError(f"{p}: cannot read: {err}") from err
+    if not data:
+        raise ImageError(f"{p}: empty file (0 bytes)")
+    got = _sniff(data)
+    if got is None:
+        raise ImageError(f"{p}: not an image (unrecognised content, first bytes {data[:8]!r})")
+    if got != want:
+        raise ImageError(f"{p}: extension says {want} but the content is {got}")
+    if got == "xde":
+        try:
+            high, low, _ = decode_xde(data, max_pixels)
+        except XdeError as err:
+            raise ImageError(f"{p}: bad dual-energy file: {err}") from err
+        return LoadedImage(str(p), gray_from_high(high), "dual-energy", high, low)
+    try:
+        width, height = {"png": _png_size, "jpeg": _jpeg_size, "tiff": _tiff_size}[got](data)
+    except (ValueError, struct.error) as err:
+        raise ImageError(f"{p}: bad {got} header: {err}") from err
+    if width <= 0 or height <= 0:
+        raise ImageError(f"{p}: {got} header declares an empty image {width} x {height}")
+    if width * height > max_pixels:
+        raise ImageError(f"{p}: too many pixels: {width} x {height} = {width * height} exceeds {max_pixels} (decompression bomb?)")
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as err:
+        raise ImageError(f"{p}: {got} cannot be decoded: {err}") from err
+    if img is None or img.size == 0:
+        raise ImageError(f"{p}: {got} cannot be decoded (corrupt or truncated)")
+    if img.shape[0] != height or img.shape[1] != width:
+        raise ImageError(f"{p}: decoded size {img.shape[1]} x {img.shape[0]} differs from the header's {width} x {height}")
+    try:
+        gray, kind = _to_gray(img)
+    except (ValueError, cv2.error) as err:
+        raise ImageError(f"{p}: {got} {err}") from err
+    return LoadedImage(str(p), gray, kind)
+
+
+_ORGANIC, _MIXED, _METAL = (np.array(c, np.float32) for c in ((0, 140, 255), (40, 180, 0), (255, 90, 0)))
+
+
+def render_material(high: np.ndarray, low: np.ndarray) -> np.ndarray:
+    """Operators' pseudo-colour (BGR uint8): orange organic, green mixed / light metal, blue
+    metal, black impenetrable, from the ratio of low- to high-energy attenuation; the thicker
+    the object, the deeper and darker the colour; air stays white."""
+    th = np.clip(high.astype(np.float32) / 65535.0, 1e-5, 1.0)
+    tl = np.clip(low.astype(np.float32) / 65535.0, 1e-5, 1.0)
+    ah = cv2.GaussianBlur(-np.log(th), (0, 0), 1.0)
+    al = cv2.GaussianBlur(-np.log(tl), (0, 0), 1.0)
+    ratio = al / np.maximum(ah, 1e-3)
+    saturated_low = tl < 2e-3  # low plane at the noise floor: the ratio understates metal
+    metal = (ratio >= 3.6) | (saturated_low & (th > 0.01))
+    mixed = ~metal & (ratio >= 2.0)
+    colour = np.where(metal[..., None], _METAL, np.where(mixed[..., None], _MIXED, _ORGANIC))
+    amount = np.clip((1.0 - th) * 3.0, 0.0, 1.0)[..., None]
+    shade = np.clip(np.power(th, 0.35) * 1.2, 0.25, 1.0)[..., None]
+    out = 255.0 * (1.0 - amount) + colour * amount * shade
+    out[th < 0.01] = 0.0  # impenetrable: the operator must open it
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)

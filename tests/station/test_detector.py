@@ -1,0 +1,111 @@
+"""The shipped default model through the station's detector: loads, finds a gun, refuses a
+tampered manifest."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from simulator.xray import synth_parcel
+from station.detector import Detection, Detector, ModelError, letterbox
+from station.imaging import gray_from_high
+
+DEFAULT = Path(__file__).resolve().parents[2] / "models" / "default"
+GUN_SEED = 3  # a parcel the default model flags (checked: gun box IoU > 0.5)
+
+
+@pytest.fixture(scope="module")
+def detector() -> Detector:
+    return Detector.load(DEFAULT, threads=1)
+
+
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_default_model_loads_with_its_manifest(detector: Detector) -> None:
+    m = detector.manifest
+    assert m.classes == ["gun", "knife", "blade", "shuriken", "battery"]
+    assert set(m.threat_classes) == set(m.classes)
+    assert detector.model_hash == m.sha256
+    assert m.normalisation == "scale_0_1"
+    assert (DEFAULT / m.onnx_file).stat().st_size < 5_000_000
+
+
+def test_gun_parcel_is_flagged_with_a_gun_box(detector: Detector) -> None:
+    scan = synth_parcel(np.random.default_rng(GUN_SEED), ("gun",))
+    truth = scan.boxes[0]
+    dets = detector.detect(gray_from_high(scan.high))
+    guns = [d for d in dets if d.label == "gun"]
+    assert guns, f"no gun found in seed {GUN_SEED}: {dets}"
+    assert detector.is_threat(guns[0])
+    assert _iou(guns[0].box, (truth.x1, truth.y1, truth.x2, truth.y2)) > 0.5
+    assert all(0 <= v <= 480 for d in dets for v in d.box)
+
+
+def test_empty_sky_has_no_threats(detector: Detector) -> None:
+    assert detector.detect(np.full((320, 480), 250, np.uint8)) == []
+
+
+def test_decoding_maps_boxes_back_and_suppresses_per_class(detector: Detector) -> None:
+    """A hand-made YOLOv8 output: two overlapping guns (one kept), one knife on top of them
+    (kept: NMS is per class), and a weak blade under its threshold (dropped)."""
+    src = np.zeros((500, 250), np.uint8)  # tall image: letterboxed with side bars
+    _, lb = letterbox(src, detector.manifest.input_size, detector.manifest.letterbox_pad)
+    out = np.zeros((1, 9, 4), np.float32)
+    cx, cy = 100 * lb.scale + lb.dx, 200 * lb.scale + lb.dy  # source point (100, 200)
+    out[0, :4, 0] = [cx, cy, 40 * lb.scale, 60 * lb.scale]
+    out[0, :4, 1] = [cx + 1, cy, 40 * lb.scale, 60 * lb.scale]
+    out[0, :4, 2] = [cx, cy, 40 * lb.scale, 60 * lb.scale]
+    out[0, :4, 3] = [cx, cy, 10, 10]
+    out[0, 4, 0], out[0, 4, 1], out[0, 5, 2], out[0, 6, 3] = 0.9, 0.8, 0.7, 0.01
+    dets = detector.postprocess(out, lb)
+    assert [d.label for d in dets] == ["gun", "knife"]
+    assert dets[0].score == pytest.approx(0.9)
+    assert dets[0].box == pytest.approx((80.0, 170.0, 120.0, 230.0), abs=0.01)
+
+
+def test_letterbox_geometry() -> None:
+    img, lb = letterbox(np.zeros((100, 50), np.uint8), (256, 384), 255)
+    assert img.shape == (256, 384) and lb.scale == pytest.approx(2.56)
+    assert img[:, 0].min() == 255 and img[128, 192] == 0 and lb.dy == 0
+
+
+def test_wrong_sha256_is_refused(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(DEFAULT, model)
+    manifest = json.loads((model / "manifest.json").read_text())
+    manifest["sha256"] = "0" * 64
+    (model / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="hash mismatch"):
+        Detector.load(model, threads=1)
+
+
+def test_tampered_model_file_is_refused(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(DEFAULT, model)
+    with (model / "model.onnx").open("ab") as f:
+        f.write(b"\x00")
+    with pytest.raises(ModelError, match="hash mismatch"):
+        Detector.load(model, threads=1)
+
+
+def test_missing_or_bad_manifest(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="manifest"):
+        Detector.load(tmp_path, threads=1)
+    (tmp_path / "manifest.json").write_text('{"name": "x"}')
+    with pytest.raises(ModelError, match="manifest"):
+        Detector.load(tmp_path, threads=1)
+
+
+def test_detection_is_a_frozen_value() -> None:
+    d = Detection("gun", 0.9, (1.0, 2.0, 3.0, 4.0))
+    with pytest.raises(AttributeError):
+        d.score = 0.1  # type: ignore[misc]
