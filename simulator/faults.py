@@ -1,0 +1,53 @@
+"""Fault injection for the simulated lane: names, arguments, and what each does to the hardware.
+
+A fault is injected by name, from the command line (`station sim --fault NAME[=N]`), from standard
+input while `station sim` runs (`fault NAME[=N]`), or from tests (`SimLane.inject`). Counted faults
+apply to the next N items; switches take 1 (on) or 0 (off).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FAULTS: dict[str, str] = {
+    "estop": "press the E-stop (the PLC stops the belt at once)",
+    "estop-release": "release the E-stop (the station must still reset it)",
+    "interlock-open": "open the scanner's interlock (the scanner reports it; the belt must stop)",
+    "interlock-close": "close the scanner's interlock",
+    "plc-drop": "close the PLC's Modbus server: connections refused",
+    "plc-restore": "serve Modbus again on the same port",
+    "serial-noise": "N random bytes of noise before every scanner frame (0 = off)",
+    "split-frames": "1: the scanner writes frames in random small pieces; 0: whole",
+    "scanner-silent": "the next N scans start but never finish (no SCAN_DONE)",
+    "image-missing": "the next N scans name an image file that is never written",
+    "image-corrupt": "the next N scans write a truncated image file",
+    "jam": "the next N items stick between the tunnel and the gate and never reach it",
+    "noread": "the barcode reader fails to read the next N items",
+    "touching": "the next N items are put on the belt touching the item before them",
+}
+SWITCHES = {"serial-noise", "split-frames"}
+COUNTED = {"scanner-silent", "image-missing", "image-corrupt", "jam", "noread", "touching"}
+
+
+class FaultError(ValueError):
+    """An unknown fault or a bad argument; the message lists what is known."""
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    arg: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> Fault:
+        """`NAME` or `NAME=N`."""
+        name, _, arg = text.strip().partition("=")
+        if name not in FAULTS:
+            raise FaultError(f"unknown fault {name!r}; known: {', '.join(FAULTS)}")
+        try:
+            value = int(arg) if arg else 1
+        except ValueError as err:
+            raise FaultError(f"fault {name}: argument {arg!r} is not a whole number") from err
+        if value < 0:
+            raise FaultError(f"fault {name}: argument must be 0 or more")
+        return cls(name, value)

@@ -1,0 +1,210 @@
+"""The whole simulated lane: belt + PLC server, scanner and barcode reader on ptys, images, EAD.
+
+`SimLane` is an async context manager. Inside it, a Modbus TCP server, two pseudo-terminals and a
+spool folder behave like the lane's hardware; the station talks to them through its real drivers.
+The simulator keeps the ground truth (what each item is and which bin it ended in) for scoring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+from contextlib import AsyncExitStack
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from drivers.xde import encode_xde
+from simulator import belt as b
+from simulator.faults import COUNTED, Fault
+from simulator.plc import SimPlc
+from simulator.serial_devices import SimBarcode, SimScanner
+from simulator.stream import ItemStream, SimTruth
+from simulator.xray import synth_parcel
+from station.config import LaneSection, SimulatorSection
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    truth: SimTruth
+    bin: str | None = None  # None: never reached the gate
+    faults: list[str] = field(default_factory=list)  # injected faults that hit this item
+
+
+class SimLane:
+    def __init__(self, sim: SimulatorSection, lane: LaneSection, workdir: Path, *, plc_port: int = 0,
+                 max_items: int | None = None, ead_items: int = 10_000) -> None:
+        self.config = sim
+        self.geometry = b.Geometry(barcode_mm=lane.barcode_mm, tunnel_start_mm=lane.tunnel_start_mm,
+                                   tunnel_end_mm=lane.tunnel_end_mm, gate_mm=lane.gate_mm)
+        self.workdir = workdir
+        self.spool_dir = workdir / "spool"
+        self.ead_file = workdir / "ead.jsonl"
+        self.plc_port = plc_port
+        self.max_items = max_items
+        self.ead_items = max_items if max_items is not None else ead_items
+        self.stream = ItemStream(sim)
+        self.belt = b.Belt(self.geometry)
+        self.outcomes: dict[int, Outcome] = {}
+        self.routed = 0
+        self.all_routed = asyncio.Event()
+        self._renders: dict[int, asyncio.Future[bytes]] = {}
+        self._serial_jobs: asyncio.Queue[tuple[str, b.SimItem]] = asyncio.Queue()
+        self._pending: Counter[str] = Counter()  # counted faults still to apply
+        self._stack = AsyncExitStack()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> SimLane:
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self._write_ead()
+        self.plc = await self._stack.enter_async_context(
+            SimPlc(self.belt, port=self.plc_port, on_events=self._on_events))
+        self.scanner = await self._stack.enter_async_context(SimScanner())
+        self.barcode = await self._stack.enter_async_context(SimBarcode())
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._feed()), loop.create_task(self._serial())]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._renders.values(), return_exceptions=True)
+        await self._stack.aclose()
+
+    @property
+    def endpoints(self) -> dict[str, object]:
+        return {
+            "plc": {"host": "127.0.0.1", "port": self.plc.port},
+            "scanner": self.scanner.path,
+            "barcode": self.barcode.path,
+            "spool_dir": str(self.spool_dir),
+            "ead_file": str(self.ead_file),
+        }
+
+    # ---- fault injection ----------------------------------------------------------------------
+
+    async def inject(self, fault: Fault) -> None:
+        """Apply a fault now (see simulator/faults.py for what each one does)."""
+        log.warning("simulator: injecting fault %s=%d", fault.name, fault.arg)
+        name, arg = fault.name, fault.arg
+        if name in COUNTED:
+            self._pending[name] += arg
+        elif name == "estop":
+            self.plc.press_estop()
+        elif name == "estop-release":
+            self.plc.release_estop()
+        elif name in ("interlock-open", "interlock-close"):
+            await self.scanner.interlock(name == "interlock-open")
+        elif name == "plc-drop":
+            await self.plc.drop_link()
+        elif name == "plc-restore":
+            await self.plc.restore_link()
+        elif name == "serial-noise":
+            self.scanner.noise_bytes_per_frame = arg
+        elif name == "split-frames":
+            self.scanner.split_writes = bool(arg)
+
+    def _take(self, name: str, item: b.SimItem) -> bool:
+        """Consume one pending counted fault for this item."""
+        if self._pending[name] <= 0:
+            return False
+        self._pending[name] -= 1
+        self.outcomes[item.index].faults.append(name)
+        return True
+
+    def _write_ead(self) -> None:
+        with self.ead_file.open("w", encoding="utf-8") as out:
+            for index in range(self.ead_items):
+                record = self.stream.ead_record(self.stream.item(index))
+                if record is not None:
+                    out.write(json.dumps(record) + "\n")
+
+    # ---- items onto the belt ------------------------------------------------------------------
+
+    async def _feed(self) -> None:
+        """Induct items at the configured rate, as space on the belt allows, while the belt runs."""
+        rng = np.random.default_rng([self.config.seed, 1_000_003])
+        index = 0
+        while self.max_items is None or index < self.max_items:
+            await asyncio.sleep(float(rng.exponential(0.25 / self.config.item_rate_per_s))
+                                + 0.75 / self.config.item_rate_per_s)
+            truth = self.stream.item(index)
+            item = b.SimItem(index=index, length_mm=truth.length_mm, payload=truth)
+            self.outcomes[index] = Outcome(truth)
+            touching = self._take("touching", item)
+            while not (self.belt.running and self._place(item, touching)):
+                await asyncio.sleep(0.002 if touching else 0.01)
+            index += 1
+
+    def _place(self, item: b.SimItem, touching: bool) -> bool:
+        if not touching:
+            return self.belt.place(item)
+        last = self.belt.items[-1] if self.belt.items else None
+        if last is not None and last.trail_mm < self.geometry.feed_mm:
+            return False  # wait until the previous item has moved off the feed point, then butt up to it
+        gap, self.belt.min_gap_mm = self.belt.min_gap_mm, 0.0
+        try:
+            placed = self.belt.place(item)
+        finally:
+            self.belt.min_gap_mm = gap
+        if placed and last is not None:
+            item.lead_mm = last.trail_mm  # no gap at all
+        return placed
+
+    def _on_events(self, events: list[b.BeltEvent]) -> None:
+        for ev in events:
+            if isinstance(ev, b.EnteredTunnel):
+                truth: SimTruth = ev.item.payload  # type: ignore[assignment]
+                self._renders[ev.item.index] = asyncio.ensure_future(asyncio.to_thread(self._render, truth))
+                self._serial_jobs.put_nowait(("scan_started", ev.item))
+            elif isinstance(ev, b.LeftTunnel):
+                if self._take("jam", ev.item):
+                    # It sticks on a side guide after the tunnel: gone from the belt, never at the gate.
+                    asyncio.get_running_loop().call_later(0.1, self.belt.remove, ev.item)
+                self._serial_jobs.put_nowait(("scan_done", ev.item))
+            elif isinstance(ev, b.ReachedBarcode):
+                self._serial_jobs.put_nowait(("barcode", ev.item))
+            elif isinstance(ev, b.Routed):
+                self.outcomes[ev.item.index].bin = ev.bin
+                self.routed += 1
+                if self.max_items is not None and self.routed >= self.max_items:
+                    self.all_routed.set()
+
+    async def _serial(self) -> None:
+        """Serial traffic in the order the belt caused it (one task, so a scan's start precedes its end)."""
+        while True:
+            kind, item = await self._serial_jobs.get()
+            truth: SimTruth = item.payload  # type: ignore[assignment]
+            if kind == "barcode":
+                await self.barcode.send(None if self._take("noread", item) else truth.barcode)
+            elif kind == "scan_started":
+                await self.scanner.scan_started(truth.scan_id)
+            else:
+                data = await self._renders.pop(item.index)
+                if self._take("scanner-silent", item):
+                    continue
+                if self._take("image-corrupt", item):
+                    data = data[: len(data) // 3]
+                name = f"{truth.scan_id}.xde"
+                if not self._take("image-missing", item):
+                    tmp = self.spool_dir / f".{name}.part"
+                    tmp.write_bytes(data)
+                    os.replace(tmp, self.spool_dir / name)  # the file appears whole or not at all
+                await self.scanner.scan_done(truth.scan_id, name, hashlib.sha256(data).hexdigest())
+
+    def _render(self, truth: SimTruth) -> bytes:
+        rng = np.random.default_rng([self.config.seed, truth.index, 2])
+        scan = synth_parcel(rng, truth.threats)
+        data = encode_xde(scan.high, scan.low, {"scan_id": truth.scan_id})
+        if truth.image_fault:
+            data = data[: len(data) // 3]  # a transfer cut short: the station must route it to INSPECT
+        return data

@@ -1,0 +1,248 @@
+"""The `station` command.
+
+Exit codes: 0 success; 1 the command ran and found a failure (a bad record, an unreadable image);
+2 the command could not run as asked (bad configuration, bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from station.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from simulator.faults import Fault
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".xde"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.handler(args))
+    except ConfigError as err:
+        print(f"configuration error:\n{err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="station", description="Edge controller of a postal X-ray screening lane.")
+    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the lane")
+    _config_args(run)
+    run.add_argument("--simulate", action="store_true", help="run on the built-in simulated lane")
+    run.add_argument("--items", type=int, help="with --simulate: stop after N items and print a summary")
+    run.add_argument("--plc-port", type=int, default=0, help="with --simulate: the simulated PLC's port (0 = any free)")
+    run.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    run.add_argument("--fault", action="append", default=[], metavar="NAME[=N]",
+                     help="with --simulate: inject a fault at start (repeatable; `station sim --list-faults`)")
+    run.set_defaults(handler=_run)
+
+    sim = sub.add_parser("sim", help="run the simulated lane alone, for a station (or mbpoll) to connect to")
+    _config_args(sim)
+    sim.add_argument("--plc-port", type=int, default=5020, help="Modbus TCP port of the simulated PLC")
+    sim.add_argument("--items", type=int, help="stop feeding after N items")
+    sim.add_argument("--fault", action="append", default=[], metavar="NAME[=N]",
+                     help="inject a fault at start (repeatable); more can be typed on standard input as 'fault NAME[=N]'")
+    sim.add_argument("--list-faults", action="store_true", help="list the faults that can be injected, and exit")
+    sim.set_defaults(handler=_sim)
+
+    config = sub.add_parser("config", help="configuration tools").add_subparsers(required=True, metavar="ACTION")
+    check = config.add_parser("check", help="validate a configuration file")
+    check.add_argument("file", type=Path)
+    check.set_defaults(handler=_config_check)
+
+    ead = sub.add_parser("ead", help="electronic advance data").add_subparsers(required=True, metavar="ACTION")
+    imp = ead.add_parser("import", help="load a JSON-lines file of EAD records into the store")
+    _config_args(imp)
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--json", action="store_true")
+    imp.set_defaults(handler=_ead_import)
+
+    inspect = sub.add_parser("inspect", help="run the detector on image files or folders")
+    inspect.add_argument("paths", nargs="+", type=Path)
+    inspect.add_argument("--model", type=Path, help="model folder (default: the packaged model)")
+    inspect.add_argument("--threads", type=int, default=2)
+    inspect.add_argument("--json", action="store_true", help="one JSON object per image")
+    inspect.set_defaults(handler=_inspect)
+
+    return parser
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", type=Path, help="configuration file (TOML); default: built-in defaults")
+    p.add_argument("--data-dir", type=Path, help="override storage.data_dir")
+
+
+def _load(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    if args.data_dir is not None:
+        config = config.model_copy(update={"storage": config.storage.model_copy(update={"data_dir": args.data_dir})})
+    return config
+
+
+# ---- commands -----------------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _load(args)  # before the heavy imports: a bad file is reported at once
+
+    from station.daemon import run_station
+    from station.store import Store
+    from station.summary import summarise
+
+    if args.items is not None and not args.simulate:
+        print("--items needs --simulate", file=sys.stderr)
+        return 2
+    faults = _faults(args.fault)
+    if faults is None:
+        return 2
+    result = asyncio.run(run_station(config, simulate=args.simulate, items=args.items, plc_port=args.plc_port,
+                                     faults=faults))
+    if args.simulate:
+        with Store(result.store_path) as store:
+            summary = summarise(store, result.sim_outcomes, since=result.started_at)
+        summary["outbox"] = {"published": result.published, "waiting": result.outbox_left}
+        summary["alarms"] = result.alarms
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            for key, value in summary.items():
+                print(f"{key:>20}  {value}")
+        return 0 if summary["lost"] == 0 and summary["misrouted"] == 0 else 1
+    return 0
+
+
+def _sim(args: argparse.Namespace) -> int:
+    from simulator.faults import FAULTS, Fault, FaultError
+    from simulator.lane import SimLane
+
+    if args.list_faults:
+        for name, what in FAULTS.items():
+            print(f"{name:<16} {what}")
+        return 0
+    config = _load(args)
+    faults = _faults(args.fault)
+    if faults is None:
+        return 2
+
+    async def serve() -> None:
+        async with SimLane(config.simulator, config.lane, config.storage.data_dir / "sim",
+                           plc_port=args.plc_port, max_items=args.items) as sim:
+            for fault in faults:
+                await sim.inject(fault)
+            print(json.dumps(sim.endpoints), flush=True)
+            loop = asyncio.get_running_loop()
+            while line := await loop.run_in_executor(None, sys.stdin.readline):  # until EOF or Ctrl-C
+                words = line.split()
+                if len(words) == 2 and words[0] == "fault":
+                    try:
+                        await sim.inject(Fault.parse(words[1]))
+                    except FaultError as err:
+                        print(f"error: {err}", file=sys.stderr, flush=True)
+                elif words:
+                    print("error: expected 'fault NAME[=N]'", file=sys.stderr, flush=True)
+            await asyncio.Event().wait()  # standard input closed: serve until interrupted
+
+    asyncio.run(serve())
+    return 0
+
+
+def _faults(texts: Sequence[str]) -> list[Fault] | None:
+    from simulator.faults import Fault, FaultError
+
+    try:
+        return [Fault.parse(text) for text in texts]
+    except FaultError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return None
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    load_config(args.file)
+    print(f"{args.file}: ok")
+    return 0
+
+
+def _ead_import(args: argparse.Namespace) -> int:
+    from station.ead.importer import import_ead_file
+    from station.ead.record import BadLine
+    from station.store import Store
+
+    config = _load(args)
+    if not args.file.is_file():
+        print(f"{args.file}: no such file", file=sys.stderr)
+        return 2
+    stored = bad = 0
+    with Store(config.storage.data_dir / "station.db") as store:
+        for outcome in import_ead_file(store, args.file, source=str(args.file)):
+            if isinstance(outcome, BadLine):
+                bad += 1
+                line = {"line": outcome.line, "item_id": outcome.item_id, "valid": False, "error": outcome.problem}
+                print(json.dumps(line) if args.json else f"{args.file}:{outcome.line}: {outcome.item_id}: {outcome.problem}")
+            else:
+                stored += 1
+    print(f"{stored} records stored, {bad} rejected", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from station.daemon import DEFAULT_MODEL
+    from station.detector import Detector, ModelError
+    from station.inference import InferenceProblem, detect_file
+
+    try:
+        detector = Detector.load(args.model or DEFAULT_MODEL, threads=args.threads)
+    except ModelError as err:
+        print(f"model: {err}", file=sys.stderr)
+        return 2
+    failed = 0
+    for path in _image_files(args.paths):
+        record: dict[str, object] = {"path": str(path), "flagged": None, "score": None, "detections": [], "error": None}
+        try:
+            found = detect_file(detector, path)
+        except InferenceProblem as err:
+            failed += 1
+            record["error"] = err.reason.detail
+        else:
+            threats = [d for d in found if d.threat]
+            record["flagged"] = bool(threats)
+            record["score"] = round(max((d.score for d in threats), default=0.0), 4)
+            record["detections"] = [{"label": d.label, "score": round(d.score, 4), "threat": d.threat,
+                                     "box": [round(v, 1) for v in d.box]} for d in found]
+        if args.json:
+            print(json.dumps(record), flush=True)
+        else:
+            verdict = "ERROR" if record["error"] else ("FLAGGED" if record["flagged"] else "clear")
+            labels = ", ".join(f"{d['label']} {d['score']:.2f}" for d in record["detections"])  # type: ignore[union-attr]
+            print(f"{verdict:<8} {path}  {record['error'] or labels}", flush=True)
+    return 1 if failed else 0
+
+
+def _image_files(paths: Sequence[Path]) -> list[Path]:
+    """Files as given (whatever their name: a bad one is reported, not skipped), folders searched for images."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
+        else:
+            files.append(path)
+    return files
+
+
+if __name__ == "__main__":
+    sys.exit(main())

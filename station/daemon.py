@@ -1,0 +1,185 @@
+"""The station daemon: one AsyncExitStack for what it opens, one TaskGroup for what it runs.
+
+Shutdown order follows construction order in reverse, and a task that crashes ends the whole group
+with its exception, so a broken part is never silent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from drivers.barcode import BarcodeReader
+from drivers.health import HealthState
+from drivers.links import TcpLink
+from drivers.plc import Plc
+from drivers.profile import load_profile
+from drivers.scanner import Scanner
+from station.config import Config
+from station.detector import Detector, ModelError
+from station.ead.record import BadLine
+from station.ead.importer import import_ead_file
+from station.inference import InferenceWorker
+from station.lane import messages as m
+from station.lane.core import LaneCore, LaneState
+from station.lane.runtime import LaneRuntime
+from station.mqtt_link import OutboxPublisher, Topics
+from station.store import Store
+
+if TYPE_CHECKING:
+    from simulator.faults import Fault
+    from simulator.lane import SimLane
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default"
+
+
+class StopRun(Exception):
+    """Raised in the TaskGroup's body to end a run whose control has returned."""
+
+
+@dataclass
+class RunResult:
+    store_path: Path
+    started: float  # time.monotonic()
+    started_at: float  # time.time(), to tell this run's items from earlier ones in the store
+    ready_s: float | None = None
+    sim_outcomes: dict[int, object] = field(default_factory=dict)
+    alarms: dict[str, int] = field(default_factory=dict)
+    outbox_left: int = 0
+    published: int = 0
+
+
+def load_detector(config: Config) -> tuple[Detector | None, str | None]:
+    """The configured model, or (None, why) when there is none usable: the lane then runs MANUAL_ONLY."""
+    path = config.model.path or DEFAULT_MODEL
+    try:
+        return Detector.load(path, threads=config.model.threads), None
+    except ModelError as err:
+        log.error("model %s refused: %s; every item goes to INSPECT (MANUAL_ONLY)", path, err)
+        return None, str(err)
+
+
+@dataclass(frozen=True)
+class Lane:
+    """What a run's controller can reach: the running parts of the station (and the simulator)."""
+
+    runtime: LaneRuntime
+    store: Store
+    publisher: OutboxPublisher
+    scanner: Scanner
+    barcode: BarcodeReader
+    sim: SimLane | None
+
+
+Control = Callable[[Lane], Awaitable[None]]
+
+
+async def run_station(config: Config, *, simulate: bool = False, items: int | None = None,
+                      plc_port: int = 0, control: Control | None = None, faults: Sequence[Fault] = ()) -> RunResult:
+    """Run the lane until cancelled, or until `control` returns.
+
+    With `simulate` and `items`, the default control ends the run once the simulator has routed that many
+    items and the station has stored them. Tests pass their own control to inject faults and act as the operator.
+    """
+    started = time.monotonic()
+    data_dir = config.storage.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    result = RunResult(store_path=data_dir / "station.db", started=started, started_at=time.time())
+    async with AsyncExitStack() as stack:
+        store = stack.enter_context(Store(result.store_path))
+        spool_dir, plc_link = config.spool_dir, config.plc.link.link()
+        scanner_port, barcode_port = config.scanner.port, config.barcode.port
+        sim = None
+        if simulate:
+            from simulator.lane import SimLane  # the simulator is only imported when asked for
+
+            sim = await stack.enter_async_context(
+                SimLane(config.simulator, config.lane, data_dir / "sim", plc_port=plc_port, max_items=items))
+            spool_dir, plc_link = sim.spool_dir, TcpLink("127.0.0.1", sim.plc.port)
+            scanner_port, barcode_port = sim.scanner.path, sim.barcode.path
+            for fault in faults:
+                await sim.inject(fault)
+            for line in import_ead_file(store, sim.ead_file, source="simulator"):
+                if isinstance(line, BadLine):
+                    log.warning("EAD %s line %d: %s", sim.ead_file, line.line, line.problem)
+
+        detector, why = load_detector(config)
+        worker = InferenceWorker(detector, config.model.timeout_s) if detector else None
+        if worker:
+            stack.callback(worker.close)
+        plc = await stack.enter_async_context(Plc(
+            load_profile(config.plc.profile), plc_link,
+            poll_interval=config.plc.poll_interval_s, timeout=config.plc.timeout_s))
+        scanner = await stack.enter_async_context(Scanner(scanner_port, baudrate=config.scanner.baudrate))
+        barcode = await stack.enter_async_context(BarcodeReader(barcode_port, baudrate=config.barcode.baudrate))
+        topics = Topics(config.station.site, config.station.lane)
+        publisher = OutboxPublisher(store, config.mqtt, config.mqtt.client_id or f"station-{topics.site}-{topics.lane}")
+        core = LaneCore(config.lane, manual_only=detector is None)
+        runtime = LaneRuntime(core, store, topics, plc=plc, spool_dir=spool_dir, images_dir=data_dir / "images",
+                              worker=worker, model_hash=detector.model_hash if detector else None,
+                              on_stored=publisher.notify)
+        stack.push_async_callback(runtime.aclose)
+        log.info("station %s/%s: model %s", topics.site, topics.lane,
+                 detector.manifest.name if detector else f"none ({why})")
+        if control is None and items is not None and sim is not None:
+            control = partial(_stop_after, items=items)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                for job in (runtime.pump_plc(), runtime.pump_writes(), runtime.pump_scanner(scanner),
+                            runtime.pump_barcode(barcode), runtime.tick(), publisher.run()):
+                    tasks.create_task(job)
+                if simulate or config.lane.auto_start:
+                    tasks.create_task(_start_when_ready(runtime, result))
+                if control is not None:
+                    await control(Lane(runtime, store, publisher, scanner, barcode, sim))
+                else:
+                    await asyncio.Event().wait()  # until cancelled (Ctrl-C)
+                # Raised in the group's body (not in a child), so the group cancels the rest and the
+                # caller's task is left with no pending cancellation (Python 3.11's TaskGroup would be).
+                raise StopRun
+        except* StopRun:
+            pass
+        result.sim_outcomes = dict(sim.outcomes) if sim else {}
+        result.alarms = dict(runtime.alarms)
+        result.outbox_left = store.outbox_count()
+        result.published = publisher.published
+    return result
+
+
+async def _start_when_ready(runtime: LaneRuntime, result: RunResult) -> None:
+    """Start the belt once the PLC answers."""
+    await runtime.plc.next_snapshot(-1)
+    result.ready_s = time.monotonic() - result.started
+    runtime.dispatch(m.Operator(time.monotonic(), "start"))
+    if runtime.core.state is not LaneState.RUNNING:
+        log.error("lane did not start: %s", runtime.core.fault)
+
+
+async def _stop_after(lane: Lane, items: int, grace_s: float = 10.0) -> None:
+    """End the run when the simulator has routed `items` items and the station has stored them."""
+    assert lane.sim is not None
+    await lane.sim.all_routed.wait()
+    runtime, store = lane.runtime, lane.store
+    try:
+        async with asyncio.timeout(grace_s):
+            async with runtime.stored:
+                await runtime.stored.wait_for(lambda: runtime.items_stored >= items)
+    except TimeoutError:
+        log.error("only %d of %d items stored %.0f s after the last left the belt", runtime.items_stored, items, grace_s)
+    runtime.dispatch(m.Operator(time.monotonic(), "stop"))
+    if lane.publisher.health.state is HealthState.UP:  # give a connected broker the backlog before we go
+        try:
+            async with asyncio.timeout(grace_s):
+                while store.outbox_count():
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            log.warning("%d messages still in the outbox at the end of the run", store.outbox_count())

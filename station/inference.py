@@ -1,0 +1,73 @@
+"""Inference off the event loop: load the image, check its hash, run the detector, with a timeout.
+
+One worker thread runs one image at a time (onnxruntime uses its own threads inside). A stuck image
+times out: the item goes to INSPECT and the worker thread is replaced, so the next image does not
+queue behind the stuck one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from station.detector import Detector
+from station.imaging import ImageError, load_image
+from station.lane.messages import Detected, Reason
+
+log = logging.getLogger(__name__)
+
+
+class InferenceProblem(Exception):
+    def __init__(self, reason: Reason) -> None:
+        super().__init__(f"{reason.code}: {reason.detail}")
+        self.reason = reason
+
+
+def detect_file(detector: Detector, path: Path, sha256: str | None = None) -> tuple[Detected, ...]:
+    """Load, verify and detect one image file (blocking). Raises InferenceProblem with the reason."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise InferenceProblem(Reason("IMAGE_ERROR", f"{path}: cannot read: {err.strerror}")) from err
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256.lower():
+        raise InferenceProblem(Reason("IMAGE_ERROR", f"{path}: SHA-256 differs from the scanner's"))
+    try:
+        image = load_image(path)
+    except ImageError as err:
+        raise InferenceProblem(Reason("IMAGE_ERROR", str(err))) from err
+    try:
+        found = detector.detect(image.gray)
+    except Exception as err:  # onnxruntime raises its own types; any of them means no result
+        raise InferenceProblem(Reason("INFERENCE_ERROR", f"{path}: {err}")) from err
+    return tuple(Detected(d.label, d.score, d.box, detector.is_threat(d)) for d in found)
+
+
+class InferenceWorker:
+    def __init__(self, detector: Detector, timeout_s: float) -> None:
+        self.detector = detector
+        self.timeout_s = timeout_s
+        self.restarts = 0
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="inference")
+
+    async def run(self, path: Path, sha256: str | None) -> tuple[Detected, ...]:
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._pool, detect_file, self.detector, path, sha256)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await future
+        except TimeoutError as err:
+            self._restart()
+            raise InferenceProblem(Reason("INFERENCE_TIMEOUT", f"{path}: no result within {self.timeout_s:g} s")) from err
+
+    def _restart(self) -> None:
+        # A thread cannot be killed; abandon it (it ends when its run returns) and start a fresh one.
+        log.warning("inference worker stuck; starting a new one")
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="inference")
+        self.restarts += 1
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)

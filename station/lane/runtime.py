@@ -1,0 +1,219 @@
+"""The asyncio side of the lane: feeds the core its events and carries out its commands.
+
+Event sources (PLC snapshots, scanner events, barcode reads, a tick) each run as one task. Every
+event goes through `dispatch`, which runs the core and executes its commands in order: PLC writes go
+through one queue so they reach the PLC in the order the core decided them; inference runs on the
+worker thread; an item that passed the gate is stored with its messages in one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from drivers.barcode import BarcodeReader
+from drivers.health import HealthState
+from drivers.plc import Plc, PlcError
+from drivers.scanner import ScanDone, ScanStarted, Interlock, Scanner
+from station.inference import InferenceProblem, InferenceWorker
+from station.lane import messages as m
+from station.lane.core import LaneCore
+from station.mqtt_link import Topics
+from station.store import ItemRow, OutboxMessage, Store
+
+log = logging.getLogger(__name__)
+
+
+class LaneRuntime:
+    def __init__(self, core: LaneCore, store: Store, topics: Topics, *, plc: Plc, spool_dir: Path,
+                 images_dir: Path, worker: InferenceWorker | None, model_hash: str | None,
+                 on_stored: Callable[[], None] = lambda: None) -> None:
+        self.core = core
+        self.store = store
+        self.topics = topics
+        self.plc = plc
+        self.spool_dir = spool_dir
+        self.images_dir = images_dir
+        self.worker = worker
+        self.model_hash = model_hash
+        self.on_stored = on_stored
+        self.stored = asyncio.Condition()
+        self.alarms: dict[str, int] = {}
+        self.items_stored = 0  # by this runtime (the store also holds earlier runs)
+        self._queue: deque[m.Event] = deque()
+        self._writes: asyncio.Queue[m.WriteOutput] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ---- the one way in -----------------------------------------------------------------------
+
+    def dispatch(self, event: m.Event) -> None:
+        """Run the core on `event` and on anything its commands feed back, then carry out the commands."""
+        self._queue.append(event)
+        if len(self._queue) > 1:
+            return  # an outer dispatch is draining the queue
+        try:
+            while self._queue:
+                for command in self.core.handle(self._queue[0]):
+                    self._execute(command)
+                self._queue.popleft()
+        except BaseException:
+            self._queue.clear()  # a bug in the core must crash the daemon, not leave later events queued forever
+            raise
+
+    def _execute(self, cmd: m.Command) -> None:
+        match cmd:
+            case m.WriteOutput():
+                self._writes.put_nowait(cmd)
+            case m.RunInference():
+                self._spawn(self._infer(cmd))
+            case m.LookUpEad(track_id=track_id, item_id=item_id):
+                record = self.store.ead_for(item_id)  # local SQLite: never waits on the network
+                self._queue.append(m.EadResolved(time.monotonic(), track_id, record is not None,
+                                                 record.version if record else None))
+            case m.Alarm(code=code, detail=detail):
+                self.alarms[code] = self.alarms.get(code, 0) + 1
+                log.warning("alarm %s: %s", code, detail)
+                self.store.add_alarm(code, detail)
+            case m.ItemRouted():
+                self._store_item(cmd)
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _infer(self, cmd: m.RunInference) -> None:
+        assert self.worker is not None
+        try:
+            found = await self.worker.run(Path(cmd.path), cmd.sha256)
+        except InferenceProblem as err:
+            self.dispatch(m.InferenceFailed(time.monotonic(), cmd.track_id, err.reason))
+        else:
+            self.dispatch(m.InferenceDone(time.monotonic(), cmd.track_id, found))
+
+    # ---- storing a routed item ----------------------------------------------------------------
+
+    def _store_item(self, item: m.ItemRouted) -> None:
+        uid = str(uuid.uuid4())
+        image_path = self._keep_image(item.image_path)
+        latency = None
+        if item.decided_t is not None and item.image_ready_t is not None:
+            latency = max(0.0, (item.decided_t - item.image_ready_t) * 1000.0)
+        row = ItemRow(
+            uid=uid, track_id=item.track_id, item_id=item.item_id, barcode=item.barcode, scan_id=item.scan_id,
+            image_path=image_path, image_sha256=item.image_sha256, decision=item.decision, routed=item.routed,
+            score=item.score, reasons=[{"code": r.code, "detail": r.detail} for r in item.reasons],
+            ead_status=item.ead_status, ead_version=item.ead_version, model_hash=self.model_hash,
+            rules_version=str(item.extra.get("rules_version", "")), decision_latency_ms=latency,
+            routed_at=time.time(),
+            detections=tuple((d.label, d.score, d.threat, d.box) for d in item.detections),
+        )
+        payload = result_payload(row, item, self.topics)
+        messages = [OutboxMessage(f"{uid}/result", self.topics.result, json.dumps(payload))]
+        if item.decision == "INSPECT":
+            alert = {**payload, "msg_id": f"{uid}/alert", "schema": "screening/v1/item-alert"}
+            messages.append(OutboxMessage(f"{uid}/alert", self.topics.alert, json.dumps(alert)))
+        self.store.record_item(row, messages)
+        self.items_stored += 1
+        self.on_stored()
+        self._spawn(self._notify_stored())
+
+    async def _notify_stored(self) -> None:
+        async with self.stored:
+            self.stored.notify_all()
+
+    def _keep_image(self, spooled: str | None) -> str | None:
+        """Move the scan from the spool into images/YYYY-MM-DD/, where retention will look for it."""
+        if spooled is None:
+            return None
+        source = Path(spooled)
+        target_dir = self.images_dir / datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        target_dir.mkdir(parents=True, exist_ok=True)
+        target = target_dir / source.name
+        try:
+            os.replace(source, target)
+        except OSError as err:
+            log.warning("cannot keep image %s: %s", source, err)
+            return None
+        return str(target)
+
+    # ---- event sources ------------------------------------------------------------------------
+
+    async def pump_plc(self) -> None:
+        seq, was_up = -1, False
+        while True:
+            try:
+                async with asyncio.timeout(0.5):
+                    snap = await self.plc.next_snapshot(seq)
+            except TimeoutError:
+                if was_up and self.plc.health.state is HealthState.DOWN:
+                    was_up = False
+                    self.dispatch(m.PlcLink(time.monotonic(), False, self.plc.health.detail))
+                continue
+            seq, was_up = snap.seq, True
+            self.dispatch(m.Snapshot(snap.t, snap.values))
+
+    async def pump_writes(self) -> None:
+        while True:
+            cmd = await self._writes.get()
+            try:
+                await self.plc.write(cmd.name, cmd.value)
+            except PlcError as err:
+                log.warning("PLC write %s=%s failed: %s", cmd.name, cmd.value, err)
+                self.dispatch(m.PlcLink(time.monotonic(), False, f"write {cmd.name} failed: {err}"))
+
+    async def pump_scanner(self, scanner: Scanner) -> None:
+        async for ev in scanner.events():
+            if isinstance(ev, ScanStarted):
+                self.dispatch(m.ScanStarted(ev.t, ev.scan_id))
+            elif isinstance(ev, ScanDone):
+                self.dispatch(m.ScanDone(ev.t, ev.scan_id, str(self.spool_dir / ev.file), ev.sha256))
+            elif isinstance(ev, Interlock):
+                self.dispatch(m.InterlockChanged(ev.t, ev.open))
+
+    async def pump_barcode(self, reader: BarcodeReader) -> None:
+        async for read in reader.reads():
+            self.dispatch(m.BarcodeScanned(read.t, read.code))
+
+    async def tick(self, interval: float = 0.05) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.dispatch(m.Tick(time.monotonic()))
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def result_payload(row: ItemRow, item: m.ItemRouted, topics: Topics) -> dict[str, object]:
+    """The `items/result` (and `items/alert`) message: everything central needs about one item."""
+    return {
+        "msg_id": f"{row.uid}/result",
+        "schema": "screening/v1/item-result",
+        "site": topics.site,
+        "lane": topics.lane,
+        "uid": row.uid,
+        "item_id": row.item_id,
+        "barcode": row.barcode,
+        "scan_id": row.scan_id,
+        "decision": row.decision,
+        "routed": row.routed,
+        "score": round(row.score, 4),
+        "reasons": row.reasons,
+        "detections": [{"label": d.label, "score": round(d.score, 4), "threat": d.threat,
+                        "box": [round(v, 1) for v in d.box]} for d in item.detections],
+        "ead": {"status": row.ead_status, "version": row.ead_version},
+        "model_hash": row.model_hash,
+        "rules_version": row.rules_version,
+        "decision_latency_ms": None if row.decision_latency_ms is None else round(row.decision_latency_ms, 2),
+        "routed_at": datetime.fromtimestamp(row.routed_at, timezone.utc).isoformat(),
+    }

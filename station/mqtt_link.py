@@ -1,0 +1,107 @@
+"""The central link: drains the store's outbox to the MQTT broker at QoS 1, in order.
+
+The station never waits on the broker: items are written to the outbox with their results, and this
+task publishes them whenever a broker is reachable. A message leaves the outbox only when the broker
+has acknowledged it (PUBACK), so a crash or an outage loses nothing; a message published twice keeps
+its `msg_id`, so consumers can drop the duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+from dataclasses import dataclass
+
+import aiomqtt
+
+from drivers.health import DeviceHealth, HealthState
+from station.config import MqttSection
+from station.store import Store
+
+log = logging.getLogger(__name__)
+
+BATCH = 200  # messages in flight at once; paho keeps them in order on the wire
+
+
+@dataclass(frozen=True)
+class Topics:
+    site: str
+    lane: str
+
+    @property
+    def root(self) -> str:
+        return f"screening/v1/{self.site}/{self.lane}"
+
+    @property
+    def result(self) -> str:
+        return f"{self.root}/items/result"
+
+    @property
+    def alert(self) -> str:
+        return f"{self.root}/items/alert"
+
+
+class OutboxPublisher:
+    def __init__(self, store: Store, config: MqttSection, client_id: str, backoff: tuple[float, float] = (0.2, 5.0)):
+        self.store = store
+        self.config = config
+        self.client_id = client_id
+        self.backoff = backoff
+        self.health = DeviceHealth("mqtt", HealthState.DOWN if not config.host else HealthState.CONNECTING,
+                                   detail="no broker configured: messages stay in the outbox" if not config.host else "")
+        self.published = 0
+        self._wake = asyncio.Event()
+
+    def notify(self) -> None:
+        """New rows are in the outbox."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        if not self.config.host:
+            return
+        delay = self.backoff[0]
+        while True:
+            try:
+                async with self._client() as client:
+                    self.health = self.health.ok(f"connected to {self.config.host}:{self.config.port}")
+                    delay = self.backoff[0]
+                    await self._drain_forever(client)
+            except aiomqtt.MqttError as err:
+                if self.health.state is not HealthState.DOWN:
+                    log.warning("MQTT link to %s:%s down: %s", self.config.host, self.config.port, err)
+                self.health = self.health.failed("link", str(err))
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, self.backoff[1])
+
+    def _client(self) -> aiomqtt.Client:
+        tls = None
+        if self.config.tls:
+            tls = aiomqtt.TLSParameters(ca_certs=str(self.config.ca_file) if self.config.ca_file else None,
+                                        cert_reqs=ssl.CERT_REQUIRED)
+        return aiomqtt.Client(
+            self.config.host, self.config.port, identifier=self.client_id,
+            username=self.config.username, password=self.config.password, tls_params=tls,
+            keepalive=self.config.keepalive_s, clean_session=False, timeout=10,
+        )
+
+    async def _drain_forever(self, client: aiomqtt.Client) -> None:
+        while True:
+            self._wake.clear()
+            batch = self.store.outbox_batch(BATCH)
+            if not batch:
+                await self._wake.wait()
+                continue
+            # Publish the batch concurrently (paho sends in call order) and delete what was acknowledged.
+            results = await asyncio.gather(
+                *(client.publish(msg.topic, msg.payload, qos=1) for msg in batch), return_exceptions=True
+            )
+            acked = [msg.seq for msg, res in zip(batch, results) if res is None]
+            self.store.outbox_delete(acked)
+            self.published += len(acked)
+            failure = next((r for r in results if isinstance(r, BaseException)), None)
+            if failure is not None:
+                if isinstance(failure, aiomqtt.MqttError):
+                    raise failure
+                raise aiomqtt.MqttError(f"publish failed: {failure!r}") from failure

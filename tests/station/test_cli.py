@@ -1,0 +1,93 @@
+"""The `station` command as a user runs it: sim endpoints, EAD import, inspect."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+from pymodbus.client import AsyncModbusTcpClient
+
+from tests.conftest import free_port
+from tests.station.ead.test_ead_record import record_dict
+
+
+def station(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "station.cli", *args], capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
+
+
+def test_sim_prints_its_endpoints_and_serves_modbus(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "station.cli", "sim", "--plc-port", str(port),
+                             "--data-dir", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        endpoints = json.loads(proc.stdout.readline())
+        assert endpoints["plc"] == {"host": "127.0.0.1", "port": port}
+        assert os.path.exists(endpoints["scanner"]) and os.path.exists(endpoints["barcode"])
+        assert Path(endpoints["spool_dir"]).is_dir()
+
+        async def read_fault_code() -> list[int]:
+            client = AsyncModbusTcpClient("127.0.0.1", port=port)
+            await client.connect()
+            try:
+                reply = await client.read_input_registers(0, count=4, device_id=1)
+                return list(reply.registers)
+            finally:
+                client.close()
+
+        registers = asyncio.run(read_fault_code())
+        assert len(registers) == 4  # encoder (2 words), belt speed, fault code
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode in (0, 130), err[-2000:]
+
+
+def test_ead_import_stores_good_records_and_reports_bad_lines(tmp_path: Path) -> None:
+    path = tmp_path / "ead.jsonl"
+    path.write_text(json.dumps(record_dict()) + "\nnot json\n" + json.dumps(record_dict(item_id="CP123456785FR")) + "\n")
+    done = station("ead", "import", str(path), "--json", "--data-dir", str(tmp_path / "var"))
+    assert done.returncode == 1
+    bad = [json.loads(line) for line in done.stdout.splitlines()]
+    assert bad == [{"line": 2, "item_id": None, "valid": False, "error": bad[0]["error"]}]
+    assert "2 records stored, 1 rejected" in done.stderr
+
+
+def write_images(folder: Path) -> dict[str, Path]:
+    rng = np.random.default_rng(0)
+    grey8 = rng.integers(0, 255, (120, 160), dtype=np.uint8)
+    files = {
+        "grey8.png": grey8, "grey16.png": (grey8.astype(np.uint16) * 257), "colour.jpg": np.dstack([grey8] * 3),
+        "grey16.tif": (grey8.astype(np.uint16) * 257), "colour.tif": np.dstack([grey8] * 3),
+    }
+    paths = {}
+    for name, image in files.items():
+        paths[name] = folder / name
+        assert cv2.imwrite(str(paths[name]), image)
+    (folder / "truncated.png").write_bytes(paths["grey8.png"].read_bytes()[:100])
+    (folder / "empty.jpg").write_bytes(b"")
+    return paths
+
+
+def test_inspect_reports_each_image_and_carries_on_after_a_bad_one(tmp_path: Path) -> None:
+    write_images(tmp_path)
+    done = station("inspect", "--json", str(tmp_path))
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    by_name = {Path(line["path"]).name: line for line in lines}
+    assert set(by_name) == {"grey8.png", "grey16.png", "colour.jpg", "grey16.tif", "colour.tif", "truncated.png",
+                            "empty.jpg"}
+    for name in ("truncated.png", "empty.jpg"):
+        assert by_name[name]["error"] and name in by_name[name]["error"] and by_name[name]["flagged"] is None
+    for name in ("grey8.png", "grey16.png", "colour.jpg", "grey16.tif", "colour.tif"):
+        line = by_name[name]
+        assert line["error"] is None and isinstance(line["flagged"], bool)
+        assert set(line) == {"path", "flagged", "score", "detections", "error"}
+    assert done.returncode == 1  # some files could not be read
