@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from station.config import Config, ConfigError, load_config
+from station.diag import add_diag_commands
 
 if TYPE_CHECKING:
     from simulator.faults import Fault
@@ -80,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="one JSON object per image")
     inspect.set_defaults(handler=_inspect)
 
+    add_diag_commands(sub)
     return parser
 
 
