@@ -1,0 +1,88 @@
+"""The inference worker: hash check, image errors, and a stuck inference that times out and is replaced."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from drivers.xde import encode_xde
+from simulator.xray import synth_parcel
+from station.daemon import DEFAULT_MODEL
+from station.detector import Detection, Detector
+from station.inference import InferenceProblem, InferenceWorker, detect_file
+
+
+@pytest.fixture(scope="module")
+def detector() -> Detector:
+    return Detector.load(DEFAULT_MODEL, threads=1)
+
+
+def scan_file(tmp_path: Path, threats: tuple[str, ...] = ("gun",)) -> tuple[Path, str]:
+    scan = synth_parcel(np.random.default_rng(5), threats)
+    data = encode_xde(scan.high, scan.low)
+    path = tmp_path / "scan.xde"
+    path.write_bytes(data)
+    return path, hashlib.sha256(data).hexdigest()
+
+
+def test_a_scan_is_detected_and_its_hash_checked(tmp_path: Path, detector: Detector) -> None:
+    path, sha = scan_file(tmp_path)
+    found = detect_file(detector, path, sha)
+    assert all(d.threat == (d.label in detector.manifest.threat_classes) for d in found)
+    with pytest.raises(InferenceProblem) as err:
+        detect_file(detector, path, "0" * 64)
+    assert err.value.reason.code == "IMAGE_ERROR" and "SHA-256" in err.value.reason.detail
+
+
+def test_missing_and_truncated_files_are_image_errors(tmp_path: Path, detector: Detector) -> None:
+    path, _ = scan_file(tmp_path)
+    with pytest.raises(InferenceProblem, match="IMAGE_ERROR"):
+        detect_file(detector, tmp_path / "absent.xde")
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(InferenceProblem, match="IMAGE_ERROR.*scan.xde"):
+        detect_file(detector, path)
+
+
+class StuckOnce:
+    """Stand-in for a detector whose first run hangs (what a wedged runtime looks like); later runs are real."""
+
+    def __init__(self, real: Detector) -> None:
+        self.real, self.release, self.calls = real, threading.Event(), 0
+
+    def detect(self, gray: np.ndarray) -> list[Detection]:
+        self.calls += 1
+        if self.calls == 1:
+            self.release.wait(30)
+        return self.real.detect(gray)
+
+    def is_threat(self, d: Detection) -> bool:
+        return self.real.is_threat(d)
+
+
+def test_a_stuck_inference_times_out_and_the_next_runs_on_a_fresh_worker(tmp_path: Path, detector: Detector) -> None:
+    path, sha = scan_file(tmp_path)
+    stuck = StuckOnce(detector)
+    worker = InferenceWorker(stuck, timeout_s=0.5)  # type: ignore[arg-type]
+
+    async def main() -> tuple[InferenceProblem, tuple[object, ...]]:
+        try:
+            await worker.run(path, sha)
+        except InferenceProblem as err:
+            problem = err
+        else:
+            raise AssertionError("a stuck inference must time out")
+        return problem, await worker.run(path, sha)
+
+    try:
+        problem, second = asyncio.run(main())
+    finally:
+        stuck.release.set()
+        worker.close()
+    assert problem.reason.code == "INFERENCE_TIMEOUT"
+    assert worker.restarts == 1 and stuck.calls == 2
+    assert isinstance(second, tuple)
