@@ -40,7 +40,7 @@ class Outcome:
 
 class SimLane:
     def __init__(self, sim: SimulatorSection, lane: LaneSection, workdir: Path, *, plc_port: int = 0,
-                 max_items: int | None = None, ead_items: int = 10_000) -> None:
+                 max_items: int | None = None, ead_items: int = 10_000, profile: str = "default") -> None:
         self.config = sim
         self.geometry = b.Geometry(barcode_mm=lane.barcode_mm, tunnel_start_mm=lane.tunnel_start_mm,
                                    tunnel_end_mm=lane.tunnel_end_mm, gate_mm=lane.gate_mm)
@@ -48,6 +48,7 @@ class SimLane:
         self.spool_dir = workdir / "spool"
         self.ead_file = workdir / "ead.jsonl"
         self.plc_port = plc_port
+        self.profile = profile  # the PLC program's register map (the station must use the same)
         self.max_items = max_items
         self.ead_items = max_items if max_items is not None else ead_items
         self.stream = ItemStream(sim)
@@ -67,7 +68,7 @@ class SimLane:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self._write_ead()
         self.plc = await self._stack.enter_async_context(
-            SimPlc(self.belt, port=self.plc_port, on_events=self._on_events))
+            SimPlc(self.belt, port=self.plc_port, on_events=self._on_events, profile=self.profile))
         self.scanner = await self._stack.enter_async_context(SimScanner())
         self.barcode = await self._stack.enter_async_context(SimBarcode())
         loop = asyncio.get_running_loop()

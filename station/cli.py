@@ -144,7 +144,7 @@ def _sim(args: argparse.Namespace) -> int:
 
     async def serve() -> None:
         async with SimLane(config.simulator, config.lane, config.storage.data_dir / "sim",
-                           plc_port=args.plc_port, max_items=args.items) as sim:
+                           plc_port=args.plc_port, max_items=args.items, profile=config.plc.profile) as sim:
             for fault in faults:
                 await sim.inject(fault)
             print(json.dumps(sim.endpoints), flush=True)

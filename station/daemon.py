@@ -103,7 +103,8 @@ async def run_station(config: Config, *, simulate: bool = False, items: int | No
             from simulator.lane import SimLane  # the simulator is only imported when asked for
 
             sim = await stack.enter_async_context(
-                SimLane(config.simulator, config.lane, data_dir / "sim", plc_port=plc_port, max_items=items))
+                SimLane(config.simulator, config.lane, data_dir / "sim", plc_port=plc_port, max_items=items,
+                        profile=config.plc.profile))
             spool_dir, plc_link = sim.spool_dir, TcpLink("127.0.0.1", sim.plc.port)
             scanner_port, barcode_port = sim.scanner.path, sim.barcode.path
             for fault in faults:

@@ -144,3 +144,15 @@ def test_results_and_alerts_reach_the_broker(lane_run: tuple) -> None:
                 "ead", "model_hash", "rules_version"):
         assert key in sample
     assert sample["site"] == "TEST" and sample["lane"] == "L1"
+
+
+def test_the_lane_runs_unchanged_on_another_register_map(tmp_path: Path) -> None:
+    """drivers/profiles/compact.toml: other addresses, another unit id, low-word-first counters."""
+    config = tmp_path / "station.toml"
+    config.write_text('[plc]\nprofile = "compact"\n[lane]\nbelt_speed_mm_s = 1500\n[storage]\ndata_dir = "var"\n'
+                      "[simulator]\nseed = 11\nitem_rate_per_s = 3.0\n")
+    done = subprocess.run([sys.executable, "-m", "station.cli", "run", "--simulate", "--items", "20", "--json",
+                           "--config", str(config)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["items"] == 20 and summary["lost"] == 0 and summary["misrouted"] == 0
