@@ -10,10 +10,12 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from station.config import Config, ConfigError, load_config
 from station.diag import add_diag_commands
@@ -21,6 +23,7 @@ from station.diag import add_diag_commands
 if TYPE_CHECKING:
     from simulator.faults import Fault
 
+T = TypeVar("T")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".xde"}
 
 
@@ -113,8 +116,10 @@ def _run(args: argparse.Namespace) -> int:
     faults = _faults(args.fault)
     if faults is None:
         return 2
-    result = asyncio.run(run_station(config, simulate=args.simulate, items=args.items, plc_port=args.plc_port,
-                                     faults=faults))
+    result = asyncio.run(_until_terminated(run_station(
+        config, simulate=args.simulate, items=args.items, plc_port=args.plc_port, faults=faults)))
+    if result is None:
+        return 0  # stopped by SIGTERM, cleanly
     if args.simulate:
         with Store(result.store_path) as store:
             summary = summarise(store, result.sim_outcomes, since=result.started_at)
@@ -148,8 +153,8 @@ def _sim(args: argparse.Namespace) -> int:
             for fault in faults:
                 await sim.inject(fault)
             print(json.dumps(sim.endpoints), flush=True)
-            loop = asyncio.get_running_loop()
-            while line := await loop.run_in_executor(None, sys.stdin.readline):  # until EOF or Ctrl-C
+            lines = _stdin_lines()
+            while (line := await lines.get()) is not None:  # until EOF, Ctrl-C or SIGTERM
                 words = line.split()
                 if len(words) == 2 and words[0] == "fault":
                     try:
@@ -160,8 +165,36 @@ def _sim(args: argparse.Namespace) -> int:
                     print("error: expected 'fault NAME[=N]'", file=sys.stderr, flush=True)
             await asyncio.Event().wait()  # standard input closed: serve until interrupted
 
-    asyncio.run(serve())
+    asyncio.run(_until_terminated(serve()))
     return 0
+
+
+async def _until_terminated(job: Coroutine[Any, Any, T]) -> T | None:
+    """Run `job`; SIGTERM (how service managers stop a daemon) cancels it like Ctrl-C, and returns None."""
+    task = asyncio.ensure_future(job)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if task.cancelled() and not asyncio.current_task().cancelling():  # type: ignore[union-attr]
+            return None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+def _stdin_lines() -> asyncio.Queue[str | None]:
+    """Standard input's lines, then None at EOF. A daemon thread reads, so a pending read never blocks exit."""
+    loop, queue = asyncio.get_running_loop(), asyncio.Queue[str | None]()
+
+    def read() -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(queue.put_nowait, line)
+        loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    threading.Thread(target=read, name="stdin", daemon=True).start()
+    return queue
 
 
 def _faults(texts: Sequence[str]) -> list[Fault] | None:
