@@ -22,6 +22,7 @@ from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 
+from drivers.aio import reraise_lost_cancel
 from drivers.links import Link, RtuLink, TcpLink
 from drivers.profile import Register
 
@@ -154,7 +155,9 @@ class PlcIo:
         """`call(*args, **kwargs)` under the timeout; pymodbus may raise from the call itself (not connected)."""
         try:
             async with asyncio.timeout(self.timeout):
-                return await call(*args, **kwargs)
+                rsp = await call(*args, **kwargs)
+                reraise_lost_cancel()  # pymodbus awaits with 3.11's wait_for, which can drop our cancel
+                return rsp
         except TimeoutError as err:
             raise PlcTimeout(f"{self.where}: {what}: no reply within {self.timeout:g} s") from err
         except ModbusException as err:  # not connected, connection dropped, garbled reply

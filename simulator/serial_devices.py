@@ -109,7 +109,8 @@ class _PtyDevice:
                 writable = loop.create_future()
                 loop.add_writer(self._master, lambda: writable.done() or writable.set_result(None))
                 try:
-                    await asyncio.wait_for(writable, self.write_timeout)
+                    async with asyncio.timeout(self.write_timeout):  # not wait_for: 3.11's can drop a cancel
+                        await writable
                 except TimeoutError:
                     self.dropped_bytes += len(view)
                     log.debug("sim %s: line full, dropped %d bytes", self.path, len(view))

@@ -124,6 +124,7 @@ def _run(args: argparse.Namespace) -> int:
         with Store(result.store_path) as store:
             summary = summarise(store, result.sim_outcomes, since=result.started_at)
         summary["outbox"] = {"published": result.published, "waiting": result.outbox_left}
+        summary["ready_s"] = None if result.ready_s is None else round(result.ready_s, 2)  # start to first PLC poll
         summary["alarms"] = result.alarms
         if args.json:
             print(json.dumps(summary))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import aiomqtt
 
+from drivers.aio import reraise_lost_cancel
 from drivers.health import DeviceHealth, HealthState
 from station.config import MqttSection
 from station.store import Store
@@ -97,6 +98,7 @@ class OutboxPublisher:
             results = await asyncio.gather(
                 *(client.publish(msg.topic, msg.payload, qos=1) for msg in batch), return_exceptions=True
             )
+            reraise_lost_cancel()  # aiomqtt awaits with 3.11's wait_for, which can drop our cancel
             acked = [msg.seq for msg, res in zip(batch, results) if res is None]
             self.store.outbox_delete(acked)
             self.published += len(acked)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -56,6 +57,16 @@ class Broker:
         self.process = None
 
 
+def broker_config(port: int, folder: Path) -> str:
+    """Persistence on, in the test's own folder: sessions and queued QoS 1 messages survive a restart.
+
+    Run as root, mosquitto would drop to its own user and could not write there: keep it root then.
+    """
+    user = "user root\n" if os.geteuid() == 0 else ""
+    return (f"listener {port} 127.0.0.1\nallow_anonymous true\n{user}persistence true\n"
+            f"persistence_location {folder}/\nlog_dest file {folder}/mosquitto.log\n")
+
+
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
     """A Mosquitto broker of this test's own, on a free loopback port."""
@@ -63,9 +74,7 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
         pytest.skip("mosquitto is not installed (apt-get install mosquitto; .ci/run installs it)")
     port = free_port()
     config = tmp_path / "mosquitto.conf"
-    # Persistence on, in the test's own folder: sessions and queued QoS 1 messages survive a broker restart.
-    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-                      f"persistence_location {tmp_path}/\n")
+    config.write_text(broker_config(port, tmp_path))
     b = Broker("127.0.0.1", port, None, config)
     b.start()
     yield b

@@ -57,14 +57,14 @@ async def receive(broker: Broker, results: int, alerts: int) -> dict[str, list[d
 @pytest.fixture(scope="module")
 def lane_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, object], Path, Path, object]:
     """One simulated run of ITEMS items with a broker, shared by the assertions below."""
-    from tests.conftest import MOSQUITTO, free_port
+    from tests.conftest import MOSQUITTO, broker_config, free_port
 
     if MOSQUITTO is None:
         pytest.skip("mosquitto is not installed (apt-get install mosquitto; .ci/run installs it)")
     tmp_path = tmp_path_factory.mktemp("lane")
     port = free_port()
     broker_conf = tmp_path / "mosquitto.conf"
-    broker_conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    broker_conf.write_text(broker_config(port, tmp_path))
     broker = Broker("127.0.0.1", port, None, broker_conf)
     broker.start()
     try:

@@ -21,11 +21,14 @@ async def collect(broker: Broker, topic: str, count: int, ready: asyncio.Event, 
     async with aiomqtt.Client(broker.host, broker.port, identifier="test-central", clean_session=False) as client:
         await client.subscribe(topic, qos=1)
         ready.set()
-        async with asyncio.timeout(timeout):
-            async for message in client.messages:
-                got.append(bytes(message.payload).decode())  # type: ignore[arg-type]
-                if len(got) == count:
-                    return got
+        try:
+            async with asyncio.timeout(timeout):
+                async for message in client.messages:
+                    got.append(bytes(message.payload).decode())  # type: ignore[arg-type]
+                    if len(got) == count:
+                        return got
+        except TimeoutError as err:
+            raise AssertionError(f"only {len(got)} of {count} messages in {timeout} s: {got[:5]}") from err
     return got
 
 
