@@ -6,41 +6,18 @@ Every test runs twice: over Modbus TCP and over Modbus RTU through a pty pair; s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
 
 import pytest
 
-from drivers.plc import FaultCode, IoSnapshot, Plc
-from drivers.profile import Value, load_profile
+from drivers.plc import FaultCode, Plc
+from drivers.profile import load_profile
 from simulator.belt import CLEAR, Belt, BeltEvent, Departed, Routed, SimItem
 from simulator.plc import SimPlc
+from tests.drivers.plc_harness import run, until
 
 PROFILE = load_profile("default")
 
 pytestmark = pytest.mark.parametrize("rtu", [False, True], ids=["tcp", "rtu"])
-
-
-def run(test: Callable[[], Awaitable[None]], limit: float = 15.0) -> None:
-    """Run an async test body and fail it if it leaves tasks behind."""
-
-    async def main() -> None:
-        async with asyncio.timeout(limit):
-            await test()
-        await asyncio.sleep(0.05)  # let closed transports deliver connection_lost
-        leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        assert not leftover, f"leaked tasks: {leftover}"
-
-    asyncio.run(main())
-
-
-async def until(plc: Plc, pred: Callable[[Mapping[str, Value]], bool], timeout: float = 3.0) -> IoSnapshot:
-    seq = 0
-    async with asyncio.timeout(timeout):
-        while True:
-            snap = await plc.next_snapshot(seq)
-            if pred(snap.values):
-                return snap
-            seq = snap.seq
 
 
 async def start_belt(plc: Plc, speed: int = 1000) -> None:
