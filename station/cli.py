@@ -65,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--list-faults", action="store_true", help="list the faults that can be injected, and exit")
     sim.set_defaults(handler=_sim)
 
+    lane = sub.add_parser("lane", help="operate the running lane: start, stop, reset (after an E-stop), status")
+    _config_args(lane)
+    lane.add_argument("action", choices=["status", "start", "stop", "reset"])
+    lane.set_defaults(handler=_lane)
+
     config = sub.add_parser("config", help="configuration tools").add_subparsers(required=True, metavar="ACTION")
     check = config.add_parser("check", help="validate a configuration file")
     check.add_argument("file", type=Path)
@@ -206,6 +211,19 @@ def _faults(texts: Sequence[str]) -> list[Fault] | None:
     except FaultError as err:
         print(f"error: {err}", file=sys.stderr)
         return None
+
+
+def _lane(args: argparse.Namespace) -> int:
+    from station.control import send, socket_path
+
+    path = socket_path(_load(args).storage.data_dir)
+    try:
+        reply = asyncio.run(send(path, args.action))
+    except (OSError, TimeoutError) as err:
+        print(f"no station answering on {path}: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(reply))
+    return 0 if reply.get("ok") else 1
 
 
 def _config_check(args: argparse.Namespace) -> int:

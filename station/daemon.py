@@ -23,6 +23,7 @@ from drivers.plc import Plc
 from drivers.profile import load_profile
 from drivers.scanner import Scanner
 from station.config import Config
+from station.control import ControlServer, socket_path
 from station.detector import Detector, ModelError
 from station.ead.record import BadLine
 from station.ead.importer import import_ead_file
@@ -129,6 +130,7 @@ async def run_station(config: Config, *, simulate: bool = False, items: int | No
                               worker=worker, model_hash=detector.model_hash if detector else None,
                               on_stored=publisher.notify)
         stack.push_async_callback(runtime.aclose)
+        await stack.enter_async_context(ControlServer(runtime, socket_path(data_dir)))
         log.info("station %s/%s: model %s", topics.site, topics.lane,
                  detector.manifest.name if detector else f"none ({why})")
         if control is None and items is not None and sim is not None:

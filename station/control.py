@@ -1,0 +1,94 @@
+"""The operator's local control channel: `station lane start|stop|reset|status` talks to the daemon.
+
+A Unix socket in the data directory (owner-only permissions), one JSON line each way. Every command
+is recorded in the alarms table as an audit line. This is the lane's way back after an E-stop until
+the web console exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from station.lane import messages as m
+from station.lane.runtime import LaneRuntime
+
+log = logging.getLogger(__name__)
+
+ACTIONS = ("start", "stop", "reset")
+
+
+def socket_path(data_dir: Path) -> Path:
+    return data_dir / "control.sock"
+
+
+class ControlServer:
+    """Async context manager serving the control socket for one runtime."""
+
+    def __init__(self, runtime: LaneRuntime, path: Path) -> None:
+        self.runtime = runtime
+        self.path = path
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> ControlServer:
+        self.path.unlink(missing_ok=True)  # a socket left by a crashed daemon
+        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+        os.chmod(self.path, 0o600)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        self.path.unlink(missing_ok=True)
+
+    def status(self) -> dict[str, object]:
+        core = self.runtime.core
+        return {"state": core.state.value, "fault": core.fault, "plc_up": core.plc_up,
+                "tracked": len(core.tracks), "items_stored": self.runtime.items_stored}
+
+    def handle(self, action: str) -> dict[str, object]:
+        if action == "status":
+            return {"ok": True, **self.status()}
+        if action not in ACTIONS:
+            return {"ok": False, "error": f"unknown action {action!r}; expected status, {', '.join(ACTIONS)}"}
+        before = dict(self.runtime.alarms)
+        self.runtime.dispatch(m.Operator(time.monotonic(), action))  # type: ignore[arg-type]
+        self.runtime.store.add_alarm("OPERATOR", f"{action} (control socket)")
+        refused = {k: v for k, v in self.runtime.alarms.items() if v != before.get(k) and k.endswith("_REFUSED")}
+        return {"ok": not refused, **({"refused": sorted(refused)} if refused else {}), **self.status()}
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(5):
+                line = await reader.readline()
+            try:
+                action = str(json.loads(line)["action"])
+            except (ValueError, KeyError, TypeError):
+                reply: dict[str, object] = {"ok": False, "error": "expected one JSON line: {\"action\": ...}"}
+            else:
+                log.warning("operator: %s", action)
+                reply = self.handle(action)
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass  # a client that says nothing or hangs up gets nothing
+        finally:
+            writer.close()
+
+
+async def send(path: Path, action: str, timeout: float = 5.0) -> dict[str, object]:
+    """One command to a running daemon. ConnectionError when none is listening there."""
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        try:
+            writer.write(json.dumps({"action": action}).encode() + b"\n")
+            await writer.drain()
+            reply = json.loads(await reader.readline())
+        finally:
+            writer.close()
+    return dict(reply)
