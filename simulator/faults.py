@@ -2,7 +2,8 @@
 
 A fault is injected by name, from the command line (`station sim --fault NAME[=N]`), from standard
 input while `station sim` runs (`fault NAME[=N]`), or from tests (`SimLane.inject`). Counted faults
-apply to the next N items; switches take 1 (on) or 0 (off).
+apply to the next N items; switches stay as set until set again: 0 is always off, else 1 (on) or
+a setting (noise bytes, an exception code, a delay in ms).
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ FAULTS: dict[str, str] = {
     "interlock-close": "close the scanner's interlock",
     "plc-drop": "close the PLC's Modbus server: connections refused",
     "plc-restore": "serve Modbus again on the same port",
+    "plc-silent": "1: the PLC keeps connections open but drops every request, writes too, unanswered; 0: off",
+    "plc-exception": "CODE: the PLC refuses every request with Modbus exception CODE (4 = device failure); 0: off",
+    "plc-slow": "MS: every PLC reply comes MS milliseconds late (requests act on arrival); 0: off",
     "serial-noise": "N random bytes of noise before every scanner frame (0 = off)",
     "split-frames": "1: the scanner writes frames in random small pieces; 0: whole",
     "scanner-silent": "the next N scans start but never finish (no SCAN_DONE)",
@@ -25,8 +29,9 @@ FAULTS: dict[str, str] = {
     "noread": "the barcode reader fails to read the next N items",
     "touching": "the next N items are put on the belt touching the item before them",
 }
-SWITCHES = {"serial-noise", "split-frames"}
+SWITCHES = {"serial-noise", "split-frames", "plc-silent", "plc-exception", "plc-slow"}
 COUNTED = {"scanner-silent", "image-missing", "image-corrupt", "jam", "noread", "touching"}
+MAXIMUM = {"plc-exception": 255}  # a Modbus exception code is one byte
 
 
 class FaultError(ValueError):
@@ -50,4 +55,6 @@ class Fault:
             raise FaultError(f"fault {name}: argument {arg!r} is not a whole number") from err
         if value < 0:
             raise FaultError(f"fault {name}: argument must be 0 or more")
+        if value > MAXIMUM.get(name, value):
+            raise FaultError(f"fault {name}: argument must be at most {MAXIMUM[name]}")
         return cls(name, value)

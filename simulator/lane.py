@@ -109,6 +109,12 @@ class SimLane:
             await self.plc.drop_link()
         elif name == "plc-restore":
             await self.plc.restore_link()
+        elif name == "plc-silent":
+            self.plc.set_silent(bool(arg))
+        elif name == "plc-exception":
+            self.plc.set_exception(arg)
+        elif name == "plc-slow":
+            self.plc.set_delay(arg / 1000)
         elif name == "serial-noise":
             self.scanner.noise_bytes_per_frame = arg
         elif name == "split-frames":

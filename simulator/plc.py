@@ -13,6 +13,10 @@ matching `RtuLink`). The simulated line runs 8N1: a pty has no parity bit, and s
 refuse to set one on a pty, so clients must open it with parity "N". Known gap: pymodbus 3.16's
 simulator answers a request for another unit id with exception 4 where a real RTU slave on a
 shared line stays silent.
+
+Link faults (`set_silent`, `set_exception`, `set_delay`) change only how the Modbus side answers:
+each connection's pymodbus request handler is a subclass that consults them per request, so the
+PLC program, the belt and its watchdog run on untouched, over TCP and RTU alike.
 """
 
 from __future__ import annotations
@@ -20,9 +24,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from pymodbus.framer import FramerType
+from pymodbus.pdu import ExceptionResponse, ModbusPDU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.links import Link, RtuLink, TcpLink
@@ -41,6 +48,78 @@ REQUIRED = (
 # function codes the datastore maps to each table (a write code also works on read-only tables)
 _READ_FC = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 _WRITE_FC = {"coil": 15, "discrete": 2, "holding": 16, "input": 4}
+
+
+@dataclass(frozen=True)
+class LinkFaults:
+    """How the simulated PLC's Modbus side misbehaves (the defaults: not at all).
+
+    `silent`: requests are read and dropped, unapplied and unanswered (connections stay open).
+    `exception_code`: when not 0, every request is refused with this Modbus exception, unapplied.
+    `delay_s`: every reply leaves this many seconds late; the request takes effect on arrival.
+    Silence wins over an exception; the delay applies to whatever reply is sent.
+    """
+
+    silent: bool = False
+    exception_code: int = 0
+    delay_s: float = 0.0
+
+
+class _FaultyRequestHandler(ServerRequestHandler):
+    """pymodbus's per-connection request handler, with the PLC's current `LinkFaults` applied per request."""
+
+    def __init__(self, owner: ModbusTcpServer | ModbusSerialServer, faults: Callable[[], LinkFaults]) -> None:
+        super().__init__(owner, owner.trace_packet, owner.trace_pdu, owner.trace_connect)
+        self._faults = faults
+        self._late: set[asyncio.TimerHandle] = set()  # delayed replies not sent yet
+
+    async def handle_request(self) -> None:
+        # pymodbus hands over the request in last_pdu (the connection's latest): use it before any await.
+        request, faults = self.last_pdu, self._faults()
+        if request is None or not (faults.silent or faults.exception_code):
+            await super().handle_request()
+        elif faults.silent:
+            log.debug("simulated PLC (silent): dropped %s", request)
+        else:
+            reply = ExceptionResponse(request.function_code, faults.exception_code,
+                                      device_id=request.dev_id, transaction=request.transaction_id)
+            self.server_send(reply, self.last_addr)
+
+    def server_send(self, pdu: ModbusPDU | None, addr: tuple[str, int] | None) -> None:
+        delay = self._faults().delay_s
+        if pdu is None or delay <= 0:
+            super().server_send(pdu, addr)
+            return
+
+        def send_late() -> None:
+            self._late.discard(handle)
+            ServerRequestHandler.server_send(self, pdu, addr)
+
+        handle = self.loop.call_later(delay, send_late)
+        self._late.add(handle)
+
+    def callback_disconnected(self, exc: Exception | None) -> None:
+        for handle in self._late:  # nobody is left to read them
+            handle.cancel()
+        self._late.clear()
+        super().callback_disconnected(exc)
+
+
+class _FaultyServing:
+    """Mixin for the pymodbus servers: each new connection gets a `_FaultyRequestHandler`."""
+
+    link_faults: Callable[[], LinkFaults]
+
+    def callback_new_connection(self) -> ServerRequestHandler:
+        return _FaultyRequestHandler(self, self.link_faults)  # type: ignore[arg-type]
+
+
+class _TcpServer(_FaultyServing, ModbusTcpServer):
+    pass
+
+
+class _SerialServer(_FaultyServing, ModbusSerialServer):
+    pass
 
 
 class SimPlc:
@@ -92,6 +171,7 @@ class SimPlc:
         self._last_heartbeat: int | None = None
         self._heartbeat_at = 0.0
         self._run_since = 0.0
+        self._link_faults = LinkFaults()
 
     @property
     def port(self) -> int:
@@ -115,6 +195,11 @@ class SimPlc:
     @property
     def link_up(self) -> bool:
         return self._server is not None
+
+    @property
+    def link_faults(self) -> LinkFaults:
+        """The link faults now in force; they outlast `drop_link()` / `restore_link()`."""
+        return self._link_faults
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def __aenter__(self) -> SimPlc:
@@ -173,12 +258,13 @@ class SimPlc:
                 [SimData(0, values=list(self._image["input"]), datatype=DataType.REGISTERS)],
             ),
         )
-        server: ModbusTcpServer | ModbusSerialServer
+        server: _TcpServer | _SerialServer
         if self._bridge is not None:
-            server = ModbusSerialServer(device, framer=FramerType.RTU, port=self._bridge.path_a,
-                                        baudrate=self.baudrate, parity="N", stopbits=1, bytesize=8)
+            server = _SerialServer(device, framer=FramerType.RTU, port=self._bridge.path_a,
+                                   baudrate=self.baudrate, parity="N", stopbits=1, bytesize=8)
         else:
-            server = ModbusTcpServer(device, address=(self.host, self._port))
+            server = _TcpServer(device, address=(self.host, self._port))
+        server.link_faults = lambda: self._link_faults
         try:
             await server.serve_forever(background=True)
         except RuntimeError as err:  # pymodbus reports a failed bind or open this way
@@ -203,6 +289,31 @@ class SimPlc:
         """Release the button; fault 2 stays latched until the station pulses estop_reset."""
         self.belt.estop = False
         self._refresh_outputs()
+
+    def set_silent(self, silent: bool) -> None:
+        """Stop answering (True) or answer again (False); connections stay open either way.
+
+        While silent, every request (writes and heartbeats too) is read and dropped: nothing is
+        applied, so the heartbeat watchdog stops a running belt after `heartbeat_timeout`.
+        """
+        self._set_link_faults(replace(self._link_faults, silent=silent))
+
+    def set_exception(self, code: int) -> None:
+        """Refuse every request with Modbus exception `code` (1-255, e.g. 4 = server device failure),
+        applying none of them; 0 answers normally again."""
+        if not 0 <= code <= 255:
+            raise ValueError(f"simulated PLC: exception code {code} is not a byte (0 = off)")
+        self._set_link_faults(replace(self._link_faults, exception_code=code))
+
+    def set_delay(self, seconds: float) -> None:
+        """Send every reply `seconds` late (0 = at once); requests still take effect when they arrive."""
+        if seconds < 0:
+            raise ValueError(f"simulated PLC: reply delay {seconds} s is negative")
+        self._set_link_faults(replace(self._link_faults, delay_s=seconds))
+
+    def _set_link_faults(self, faults: LinkFaults) -> None:
+        self._link_faults = faults
+        log.info("simulated PLC link faults on %s: %s", self._where(), faults)
 
     # ---- the scan cycle ----------------------------------------------------------------------
     async def _physics_loop(self) -> None:
