@@ -345,3 +345,11 @@ def test_the_operator_resets_and_restarts_through_station_lane(tmp_path: Path) -
     with Store(tmp_path / "station.db") as store:
         audit = [r["detail"] for r in store.db.execute("SELECT detail FROM alarms WHERE code = 'OPERATOR'")]
     assert audit == ["reset (control socket)", "reset (control socket)", "start (control socket)"]
+
+
+def test_plc_replies_later_than_the_timeout_fault_the_lane_and_the_belt_still_stops(tmp_path: Path) -> None:
+    """Late replies still carry the heartbeat writes; the station stops its heartbeat on a lost link, so the
+    PLC's watchdog stops the belt even though every write lands."""
+    seen: dict[str, object] = {}
+    rows = run(tmp_path, link_fault_control(Fault("plc-slow", 700), seen))
+    assert_faulted_items_inspected_and_lane_clears_again(rows, seen)

@@ -85,11 +85,12 @@ class LaneCore:
         match event:
             case m.Snapshot():
                 self._on_snapshot(event, out)
-            case m.PlcLink(up=up, detail=detail):
-                self.plc_up = up
-                if not up:
-                    self._blind = True
+            case m.PlcLink(up=False, detail=detail):
+                if self.plc_up or not self._blind:
                     self._enter_fault("PLC_LINK_LOST", detail or "PLC not answering", event.t, out)
+                    # We cannot trust our writes to land: let the PLC's own watchdog stop the belt.
+                    out.append(m.SetHeartbeat(False))
+                self.plc_up, self._blind = False, True
             case m.BarcodeScanned():
                 self._on_barcode(event, out)
             case m.ScanStarted():
@@ -118,7 +119,11 @@ class LaneCore:
         if self._blind:
             self._blind = False
             self._after_blackout(snap.t, enc, out)
+            out.append(m.SetHeartbeat(True))  # the belt stays stopped (the PLC dropped belt_run) until a start
             before = now  # what happened while we could not see is not a set of edges
+        elif before and enc - float(before["encoder"]) > self.lane.read_window_mm and self.state is LaneState.RUNNING:
+            self._enter_fault("PLC_POLL_TOO_SLOW", f"the belt moved {enc - float(before['encoder']):.0f} mm between two "
+                              f"PLC polls; tracking needs less than {self.lane.read_window_mm:.0f} mm", snap.t, out)
 
         def rose(name: str) -> bool:
             return bool(now.get(name)) and not bool(before.get(name, False))
@@ -349,8 +354,7 @@ class LaneCore:
         self.state = LaneState.ESTOP if estop else LaneState.FAULT
         self.fault = code
         out.append(m.Alarm(code, detail))
-        if self.plc_up:
-            out.append(m.WriteOutput("belt_run", False))
+        out.append(m.WriteOutput("belt_run", False))  # best effort even when the link looks down
         for track in self.tracks:
             track.problems.append(m.Reason(code, f"{detail} while the item was on the belt"))
 

@@ -118,6 +118,13 @@ class WriteOutput:
 
 
 @dataclass(frozen=True)
+class SetHeartbeat:
+    """Keep (or stop) writing the PLC heartbeat. Stopping it makes the PLC's watchdog stop the belt."""
+
+    on: bool
+
+
+@dataclass(frozen=True)
 class RunInference:
     track_id: int
     path: str
@@ -162,4 +169,4 @@ class ItemRouted:
     extra: Mapping[str, object] = field(default_factory=dict)
 
 
-Command = Union[WriteOutput, RunInference, LookUpEad, Alarm, ItemRouted]
+Command = Union[WriteOutput, SetHeartbeat, RunInference, LookUpEad, Alarm, ItemRouted]

@@ -20,8 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from drivers.barcode import BarcodeReader
-from drivers.health import HealthState
-from drivers.plc import Plc, PlcError
+from drivers.plc import Plc, PlcError, PlcWriteError
 from drivers.scanner import ScanDone, ScanStarted, Interlock, Scanner
 from station.inference import InferenceProblem, InferenceWorker
 from station.lane import messages as m
@@ -72,6 +71,8 @@ class LaneRuntime:
         match cmd:
             case m.WriteOutput():
                 self._writes.put_nowait(cmd)
+            case m.SetHeartbeat(on=on):
+                self.plc.heartbeat_enabled = on
             case m.RunInference():
                 self._spawn(self._infer(cmd))
             case m.LookUpEad(track_id=track_id, item_id=item_id):
@@ -79,11 +80,14 @@ class LaneRuntime:
                 self._queue.append(m.EadResolved(time.monotonic(), track_id, record is not None,
                                                  record.version if record else None))
             case m.Alarm(code=code, detail=detail):
-                self.alarms[code] = self.alarms.get(code, 0) + 1
-                log.warning("alarm %s: %s", code, detail)
-                self.store.add_alarm(code, detail)
+                self.dispatch_alarm(code, detail)
             case m.ItemRouted():
                 self._store_item(cmd)
+
+    def dispatch_alarm(self, code: str, detail: str) -> None:
+        self.alarms[code] = self.alarms.get(code, 0) + 1
+        log.warning("alarm %s: %s", code, detail)
+        self.store.add_alarm(code, detail)
 
     def _spawn(self, coro: object) -> None:
         task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
@@ -147,16 +151,18 @@ class LaneRuntime:
 
     # ---- event sources ------------------------------------------------------------------------
 
-    async def pump_plc(self) -> None:
+    async def pump_plc(self, stale_s: float = 1.0) -> None:
+        """Snapshots to the core; no snapshot for `stale_s` is a lost link, whatever the driver still hopes."""
         seq, was_up = -1, False
         while True:
             try:
-                async with asyncio.timeout(0.5):
+                async with asyncio.timeout(stale_s):
                     snap = await self.plc.next_snapshot(seq)
             except TimeoutError:
-                if was_up and self.plc.health.state is HealthState.DOWN:
+                if was_up:
                     was_up = False
-                    self.dispatch(m.PlcLink(time.monotonic(), False, self.plc.health.detail))
+                    detail = f"no PLC poll answered for {stale_s:g} s ({self.plc.health.state.value}: {self.plc.health.detail})"
+                    self.dispatch(m.PlcLink(time.monotonic(), False, detail))
                 continue
             seq, was_up = snap.seq, True
             self.dispatch(m.Snapshot(snap.t, snap.values))
@@ -166,9 +172,12 @@ class LaneRuntime:
             cmd = await self._writes.get()
             try:
                 await self.plc.write(cmd.name, cmd.value)
+            except PlcWriteError as err:  # the PLC answered but refused or changed the value
+                self.dispatch_alarm("PLC_WRITE_REFUSED", f"{cmd.name}={cmd.value}: {err}")
             except PlcError as err:
                 log.warning("PLC write %s=%s failed: %s", cmd.name, cmd.value, err)
-                self.dispatch(m.PlcLink(time.monotonic(), False, f"write {cmd.name} failed: {err}"))
+                if self.core.plc_up:  # once is enough: the core already knows the link is down
+                    self.dispatch(m.PlcLink(time.monotonic(), False, f"write {cmd.name} failed: {err}"))
 
     async def pump_scanner(self, scanner: Scanner) -> None:
         async for ev in scanner.events():

@@ -98,10 +98,23 @@ def test_plc_link_loss_faults_the_lane_and_items_go_to_inspect() -> None:
     on_belt = [it.index for it in lane.belt.items if it.lead_mm > 0]
     lane.feed(m.PlcLink(lane.t, False, "timeout"))
     assert lane.core.state is LaneState.FAULT
-    lane.run_until(8.0)  # the link is back (snapshots flow); the lane stays faulted until an operator acts
-    assert lane.core.state is LaneState.FAULT
+    lane.run_until(3.0)  # polls answer again; the lane stays faulted until an operator acts
+    assert lane.core.state is LaneState.FAULT and not lane.belt.running  # the station's stop was best effort
+    lane.feed(m.Operator(lane.t, "reset"))
+    lane.feed(m.Operator(lane.t, "start"))
+    lane.run_until(10.0)
     routed_on_belt = [r for r, i in zip(lane.routed, range(len(lane.routed))) if i in on_belt]
-    assert routed_on_belt and all(r.decision == "INSPECT" and "PLC_LINK_LOST" in codes(r) for r in routed_on_belt)
+    assert len(routed_on_belt) == len(on_belt) >= 1
+    assert all(r.decision == "INSPECT" and "PLC_LINK_LOST" in codes(r) for r in routed_on_belt)
+
+
+def test_a_poll_gap_longer_than_the_read_window_faults_the_lane() -> None:
+    lane = VirtualLane(poll_s=0.2)  # 200 mm of belt between polls at 1 m/s: gaps between items can be missed
+    lane.start()
+    lane.add_parcels([Parcel(300, c) for c in ids(2)], [300.0] * 2)
+    lane.run_until(1.0)
+    assert lane.core.state is LaneState.FAULT and lane.core.fault == "PLC_POLL_TOO_SLOW"
+    assert not lane.belt.running
 
 
 def test_an_untracked_item_at_the_gate_is_reported_not_lost() -> None:
