@@ -21,6 +21,7 @@ FAULTS: dict[str, str] = {
     "plc-exception": "CODE: the PLC refuses every request with Modbus exception CODE (4 = device failure); 0: off",
     "plc-slow": "MS: every PLC reply comes MS milliseconds late (requests act on arrival); 0: off",
     "serial-noise": "N random bytes of noise before every scanner frame (0 = off)",
+    "serial-noise-rate": "N random bytes per second on the scanner line, whenever it is idle (0 = off)",
     "split-frames": "1: the scanner writes frames in random small pieces; 0: whole",
     "scanner-silent": "the next N scans start but never finish (no SCAN_DONE)",
     "image-missing": "the next N scans name an image file that is never written",
@@ -29,7 +30,7 @@ FAULTS: dict[str, str] = {
     "noread": "the barcode reader fails to read the next N items",
     "touching": "the next N items are put on the belt touching the item before them",
 }
-SWITCHES = {"serial-noise", "split-frames", "plc-silent", "plc-exception", "plc-slow"}
+SWITCHES = {"serial-noise", "serial-noise-rate", "split-frames", "plc-silent", "plc-exception", "plc-slow"}
 COUNTED = {"scanner-silent", "image-missing", "image-corrupt", "jam", "noread", "touching"}
 MAXIMUM = {"plc-exception": 255}  # a Modbus exception code is one byte
 

@@ -59,6 +59,7 @@ class SimLane:
         self._renders: dict[int, asyncio.Future[bytes]] = {}
         self._serial_jobs: asyncio.Queue[tuple[str, b.SimItem]] = asyncio.Queue()
         self._pending: Counter[str] = Counter()  # counted faults still to apply
+        self.noise_rate = 0  # random bytes per second on the scanner line
         self._stack = AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -72,7 +73,8 @@ class SimLane:
         self.scanner = await self._stack.enter_async_context(SimScanner())
         self.barcode = await self._stack.enter_async_context(SimBarcode())
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._feed()), loop.create_task(self._serial())]
+        self._tasks = [loop.create_task(self._feed()), loop.create_task(self._serial()),
+                       loop.create_task(self._line_noise())]
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -115,6 +117,8 @@ class SimLane:
             self.plc.set_exception(arg)
         elif name == "plc-slow":
             self.plc.set_delay(arg / 1000)
+        elif name == "serial-noise-rate":
+            self.noise_rate = arg
         elif name == "serial-noise":
             self.scanner.noise_bytes_per_frame = arg
         elif name == "split-frames":
@@ -127,6 +131,15 @@ class SimLane:
         self._pending[name] -= 1
         self.outcomes[item.index].faults.append(name)
         return True
+
+    async def _line_noise(self, tick: float = 0.02) -> None:
+        """Noise on the scanner's line at `noise_rate` bytes/s (between frames: the device's writes are atomic)."""
+        rng = np.random.default_rng([self.config.seed, 4_000_037])
+        while True:
+            await asyncio.sleep(tick)
+            count = int(rng.poisson(self.noise_rate * tick)) if self.noise_rate else 0
+            if count:
+                await self.scanner.send_raw(rng.bytes(count))
 
     def _write_ead(self) -> None:
         with self.ead_file.open("w", encoding="utf-8") as out:

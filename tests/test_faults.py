@@ -155,6 +155,7 @@ def test_serial_noise_and_split_frames_are_absorbed_and_counted(tmp_path: Path) 
     async def control(lane: Lane) -> None:
         assert lane.sim is not None
         await lane.sim.inject(Fault("serial-noise", 12))
+        await lane.sim.inject(Fault("serial-noise-rate", 400))
         await lane.sim.inject(Fault("split-frames", 1))
         await stored(lane, 8)
         errors = sum(lane.scanner.stats.frame_errors.values())
