@@ -21,7 +21,8 @@ from pathlib import Path
 
 from drivers.barcode import BarcodeReader
 from drivers.plc import Plc, PlcError, PlcWriteError
-from drivers.scanner import ScanDone, ScanStarted, Interlock, Scanner
+from drivers.scanner import Scanner
+from drivers.scanner_events import Interlock, ScanDone, ScanStarted
 from station.inference import InferenceProblem, InferenceWorker
 from station.lane import messages as m
 from station.lane.core import LaneCore

@@ -13,17 +13,8 @@ import pytest
 
 from drivers.barcode import BarcodeRead, BarcodeReader
 from drivers.health import HealthState
-from drivers.scanner import (
-    Interlock,
-    ScanDone,
-    ScannerError,
-    ScannerFault,
-    ScannerRejected,
-    ScannerTimeout,
-    ScanStarted,
-    TubeStatus,
-    Scanner,
-)
+from drivers.scanner import Scanner, ScannerError, ScannerRejected, ScannerTimeout
+from drivers.scanner_events import Interlock, ScanDone, ScannerFault, ScanStarted, TubeStatus
 from drivers.scanner_protocol import Frame, encode
 from drivers.serial_port import SerialLinkDown, SerialPort
 from simulator.serial_devices import SimBarcode, SimScanner
