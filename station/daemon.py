@@ -174,8 +174,7 @@ async def _stop_after(lane: Lane, items: int, grace_s: float = 10.0) -> None:
     runtime, store = lane.runtime, lane.store
     try:
         async with asyncio.timeout(grace_s):
-            async with runtime.stored:
-                await runtime.stored.wait_for(lambda: runtime.items_stored >= items)
+            await runtime.wait_stored(items)
     except TimeoutError:
         log.error("only %d of %d items stored %.0f s after the last left the belt", runtime.items_stored, items, grace_s)
     runtime.dispatch(m.Operator(time.monotonic(), "stop"))

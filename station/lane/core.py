@@ -36,7 +36,6 @@ class LaneState(str, Enum):
 class Track:
     track_id: int
     entry_mm: float  # encoder reading when the leading edge reached the entry eye
-    entered_t: float
     length_mm: float | None = None
     barcode: str | None = None
     barcode_state: str = "pending"  # pending | read | noread | missing
@@ -55,7 +54,6 @@ class Track:
     problems: list[m.Reason] = field(default_factory=list)
     decision: Decision | None = None
     decided_t: float | None = None
-    gate_set_t: float | None = None
 
     def lead(self, encoder_mm: float) -> float:
         return encoder_mm - self.entry_mm
@@ -76,7 +74,6 @@ class LaneCore:
         self._blind = False  # the PLC link was lost: the next snapshot's edges are not to be trusted
         self._snapshot_t = 0.0  # when self.values were polled
         self._next_id = 1
-        self.counters: dict[str, int] = {"tracked": 0, "routed": 0}
 
     # ---- entry point --------------------------------------------------------------------------
 
@@ -105,7 +102,7 @@ class LaneCore:
                 self._on_operator(event, out)
         self._check_positions(event.t, out)
         self._decide_ready(event.t)
-        self._drive_gate(event.t, out)
+        self._drive_gate(out)
         return out
 
     # ---- PLC snapshots ------------------------------------------------------------------------
@@ -141,12 +138,11 @@ class LaneCore:
         if rose("entry_eye"):
             # The edge happened somewhere since the last poll; assume the earliest moment, so the item's
             # position is never underestimated and its gate deadline never comes later than it really does.
-            track = Track(self._next_id, float(before.get("encoder", enc)), snap.t)
+            track = Track(self._next_id, float(before.get("encoder", enc)))
             if self.state in (LaneState.FAULT, LaneState.ESTOP):
                 track.problems.append(m.Reason(self.fault or self.state.value, "the lane was in fault when the item entered"))
             self.tracks.append(track)
             self._next_id += 1
-            self.counters["tracked"] += 1
         if rose("gate_eye"):
             self._route(snap.t, enc, out)
 
@@ -157,7 +153,7 @@ class LaneCore:
             track.problems.append(m.Reason("ROUTING_UNCONFIRMED", "it passed the gate while the PLC link was down"))
             self._decide_now(track, t)
             out.append(m.Alarm("ROUTING_UNCONFIRMED", f"track {track.track_id} passed the gate unseen"))
-            out.append(self._routed(track, "UNCONFIRMED", t))
+            out.append(self._routed(track, "UNCONFIRMED"))
 
     def _route(self, t: float, enc: float, out: list[m.Command]) -> None:
         # The diverter's position feedback says where this item went; without it, trust our own output.
@@ -166,7 +162,7 @@ class LaneCore:
         head = self.tracks[0] if self.tracks else None
         if head is None or head.lead(enc) < self.lane.gate_mm - self.lane.read_window_mm:
             # Something reached the gate that we never saw enter (or tracking slipped): record it.
-            head = Track(-self._next_id, enc - self.lane.gate_mm, t)
+            head = Track(-self._next_id, enc - self.lane.gate_mm)
             self._next_id += 1
             head.problems.append(m.Reason("UNTRACKED_ITEM", "an item reached the gate that was not tracked"))
             out.append(m.Alarm("UNTRACKED_ITEM", f"item at the gate with no track (gate output {routed})"))
@@ -182,8 +178,7 @@ class LaneCore:
             out.append(m.Alarm("GATE_NOT_SET", f"track {head.track_id}: decided CLEAR, gate sent it to INSPECT"))
         elif routed == "CLEAR" and head.decision.decision == "INSPECT":
             out.append(m.Alarm("MISROUTED", f"track {head.track_id}: decided INSPECT, gate sent it to CLEAR"))
-        self.counters["routed"] += 1
-        out.append(self._routed(head, routed, t))
+        out.append(self._routed(head, routed))
 
     # ---- bindings -----------------------------------------------------------------------------
 
@@ -299,9 +294,8 @@ class LaneCore:
         detail = f"track {track.track_id} never reached the gate eye"
         track.problems.append(m.Reason("ITEM_MISSING", "the item did not reach the gate: jammed or fell off"))
         self._decide_now(track, t)
-        self.counters["missing"] = self.counters.get("missing", 0) + 1
         self._enter_fault("JAM", detail, t, out)
-        out.append(self._routed(track, "MISSING", t))
+        out.append(self._routed(track, "MISSING"))
 
     @staticmethod
     def _late_detail(track: Track) -> str:
@@ -331,7 +325,7 @@ class LaneCore:
         ))
         track.decided_t = t
 
-    def _drive_gate(self, t: float, out: list[m.Command]) -> None:
+    def _drive_gate(self, out: list[m.Command]) -> None:
         head = self.tracks[0] if self.tracks else None
         want = (
             self.state is LaneState.RUNNING
@@ -342,8 +336,6 @@ class LaneCore:
         )
         if want != self.gate_clear and self.plc_up:
             self.gate_clear = want
-            if want and head is not None:
-                head.gate_set_t = t
             out.append(m.WriteOutput("gate_clear", want))
 
     # ---- lane state ---------------------------------------------------------------------------
@@ -395,7 +387,7 @@ class LaneCore:
 
     # ---- output -------------------------------------------------------------------------------
 
-    def _routed(self, track: Track, routed: str, t: float) -> m.ItemRouted:
+    def _routed(self, track: Track, routed: str) -> m.ItemRouted:
         assert track.decision is not None
         ead_status = {"found": "found", "missing": "missing"}.get(track.ead_state, "not_looked_up")
         return m.ItemRouted(
@@ -404,7 +396,6 @@ class LaneCore:
             decision=track.decision.decision, routed=routed,  # type: ignore[arg-type]
             score=track.decision.score, reasons=track.decision.reasons, detections=track.detections,
             ead_status=ead_status, ead_version=track.ead_version,  # type: ignore[arg-type]
-            entered_t=track.entered_t, image_ready_t=track.image_ready_t, decided_t=track.decided_t,
-            gate_set_t=track.gate_set_t, routed_t=t,
-            extra={"rules_version": track.decision.rules_version, "length_mm": track.length_mm},
+            rules_version=track.decision.rules_version,
+            image_ready_t=track.image_ready_t, decided_t=track.decided_t,
         )

@@ -7,7 +7,7 @@ reads a clock, so tests drive it with virtual time.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Union
 
 
@@ -161,12 +161,9 @@ class ItemRouted:
     detections: tuple[Detected, ...]
     ead_status: Literal["found", "missing", "not_looked_up"]
     ead_version: int | None
-    entered_t: float
-    image_ready_t: float | None
+    rules_version: str
+    image_ready_t: float | None  # when the scanner said the image was written
     decided_t: float | None
-    gate_set_t: float | None
-    routed_t: float
-    extra: Mapping[str, object] = field(default_factory=dict)
 
 
 Command = Union[WriteOutput, SetHeartbeat, RunInference, LookUpEad, Alarm, ItemRouted]

@@ -45,7 +45,7 @@ class LaneRuntime:
         self.worker = worker
         self.model_hash = model_hash
         self.on_stored = on_stored
-        self.stored = asyncio.Condition()
+        self.item_stored = asyncio.Event()  # set after each item is stored; waiters clear it
         self.alarms: dict[str, int] = {}
         self.items_stored = 0  # by this runtime (the store also holds earlier runs)
         self._queue: deque[m.Event] = deque()
@@ -117,7 +117,7 @@ class LaneRuntime:
             image_path=image_path, image_sha256=item.image_sha256, decision=item.decision, routed=item.routed,
             score=item.score, reasons=[{"code": r.code, "detail": r.detail} for r in item.reasons],
             ead_status=item.ead_status, ead_version=item.ead_version, model_hash=self.model_hash,
-            rules_version=str(item.extra.get("rules_version", "")), decision_latency_ms=latency,
+            rules_version=item.rules_version, decision_latency_ms=latency,
             routed_at=time.time(),
             detections=tuple((d.label, d.score, d.threat, d.box) for d in item.detections),
         )
@@ -129,11 +129,15 @@ class LaneRuntime:
         self.store.record_item(row, messages)
         self.items_stored += 1
         self.on_stored()
-        self._spawn(self._notify_stored())
+        self.item_stored.set()
 
-    async def _notify_stored(self) -> None:
-        async with self.stored:
-            self.stored.notify_all()
+    async def wait_stored(self, count: int) -> None:
+        """Until this runtime has stored `count` items."""
+        while True:
+            self.item_stored.clear()
+            if self.items_stored >= count:
+                return
+            await self.item_stored.wait()
 
     def _keep_image(self, spooled: str | None) -> str | None:
         """Move the scan from the spool into images/YYYY-MM-DD/, where retention will look for it."""
