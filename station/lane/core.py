@@ -70,7 +70,8 @@ class LaneCore:
         self.tracks: list[Track] = []  # unrouted, in belt order (oldest = nearest the gate)
         self.values: dict[str, bool | int | float] = {}
         self.plc_up = False
-        self.gate_clear = False  # what we last commanded (the PLC clears it itself after each item)
+        # What we last commanded; None: unknown, so the next wanted value is written whatever it is.
+        self.gate_clear: bool | None = False
         self._blind = False  # the PLC link was lost: the next snapshot's edges are not to be trusted
         self._snapshot_t = 0.0  # when self.values were polled
         self._next_id = 1
@@ -158,7 +159,9 @@ class LaneCore:
     def _route(self, t: float, enc: float, out: list[m.Command]) -> None:
         # The diverter's position feedback says where this item went; without it, trust our own output.
         routed = "CLEAR" if self.values.get("gate_position_clear", self.gate_clear) else "INSPECT"
-        self.gate_clear = False  # the PLC consumes the output for this item and clears it
+        # The PLC consumes the output as the item passes, unless our write landed after it: then the CLEAR
+        # would wait for the next item. Re-state the output for the next item, INSPECT included.
+        self.gate_clear = None
         head = self.tracks[0] if self.tracks else None
         if head is None or head.lead(enc) < self.lane.gate_mm - self.lane.read_window_mm:
             # Something reached the gate that we never saw enter (or tracking slipped): record it.

@@ -146,12 +146,15 @@ parcel_strategy = st.builds(
     gaps=st.lists(st.floats(150, 800), min_size=12, max_size=12),
     speed=st.floats(400, 1800),
     estop_at=st.one_of(st.none(), st.floats(0.5, 6.0)),
+    write_latency=st.one_of(st.just(0.004), st.floats(0.001, 0.15)),  # a loaded PLC link: writes land late
 )
-def test_lane_invariants(parcels: list[Parcel], gaps: list[float], speed: float, estop_at: float | None) -> None:
+def test_lane_invariants(parcels: list[Parcel], gaps: list[float], speed: float, estop_at: float | None,
+                         write_latency: float) -> None:
     unique = ids(len(parcels))
     for i, parcel in enumerate(parcels):
         parcel.barcode = unique[i] if parcel.barcode is not None else None
-    lane = VirtualLane(lane=VirtualLane().lane.model_copy(update={"belt_speed_mm_s": speed}))
+    lane = VirtualLane(lane=VirtualLane().lane.model_copy(update={"belt_speed_mm_s": speed}),
+                       write_latency_s=write_latency)
     lane.start()
     lane.add_parcels(parcels, gaps)
     if estop_at is not None:
@@ -161,7 +164,7 @@ def test_lane_invariants(parcels: list[Parcel], gaps: list[float], speed: float,
         lane.release_estop()
         lane.run_until(lane.t + 0.05)  # the operator sees the E-stop released, then resets
         lane.feed(m.Operator(lane.t, "reset"))
-        lane.run_until(lane.t + 0.05)
+        lane.run_until(lane.t + 0.05 + write_latency)  # the operator sees the reset take effect, then starts
         lane.feed(m.Operator(lane.t, "start"))
     travel_mm = 400 + sum(p.length_mm for p in parcels) + sum(gaps[: len(parcels)]) + lane.lane.gate_mm + 500
     lane.run_until(lane.t + 1.0 + travel_mm / speed)
@@ -212,3 +215,18 @@ def test_touching_items_are_held_at_inspect_together() -> None:
     first = lane.routed[0]
     assert first.decision == "INSPECT" and "ITEM_TOO_LONG" in codes(first)
     assert any(a.code == "ITEM_TOO_LONG" for a in lane.alarms)
+
+
+def test_a_gate_write_that_lands_too_late_never_routes_the_next_item() -> None:
+    """The CLEAR for one item lands after it passed (a loaded link); the PLC keeps it for the next item,
+    which is a threat. The station must take the stale CLEAR back before that item arrives."""
+    lane = VirtualLane(lane=VirtualLane().lane.model_copy(update={"belt_speed_mm_s": 1500.0}), write_latency_s=0.11)
+    lane.start()
+    parcels = [Parcel(250, c, threat=(i % 2 == 1)) for i, c in enumerate(ids(8))]
+    lane.add_parcels(parcels, [150.0] * 8)
+    lane.run_until(12.0)
+    assert len(lane.routed) == 8
+    for item, index in zip(lane.routed, range(8)):
+        assert item.decision == lane.outcomes[index].bin, (index, item.reasons)
+        if lane.outcomes[index].parcel.threat:
+            assert lane.outcomes[index].bin == "INSPECT"
