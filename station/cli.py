@@ -89,6 +89,13 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="one JSON object per image")
     inspect.set_defaults(handler=_inspect)
 
+    render = sub.add_parser("render", help="write a scan as the operator sees it (material colours for dual energy) as PNG")
+    render.add_argument("image", type=Path)
+    render.add_argument("-o", "--out", type=Path, help="PNG to write (default: ./<name>-render.png)")
+    render.add_argument("--detect", action="store_true", help="run the detector and draw its boxes")
+    render.add_argument("--model", type=Path, help="with --detect: model folder (default: the packaged model)")
+    render.set_defaults(handler=_render)
+
     add_diag_commands(sub)
     return parser
 
@@ -214,11 +221,33 @@ def _faults(texts: Sequence[str]) -> list[Fault] | None:
 
 
 def _lane(args: argparse.Namespace) -> int:
+    return _tell_daemon(args, args.action)
+
+
+def _model_control(args: argparse.Namespace) -> int:
+    if args.model_action == "load":
+        return _tell_daemon(args, "model-load", timeout=120, path=str(args.dir.resolve()))
+    return _tell_daemon(args, f"model-{args.model_action}")
+
+
+def add_model_control_commands(model: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """`station model load|rollback|status`: the running lane's model, over the control socket."""
+    load = model.add_parser("load", help="verify, warm up and swap in a model on the running lane (between items)")
+    load.add_argument("dir", type=Path, help="model folder: model.onnx + manifest.json")
+    rollback = model.add_parser("rollback", help="swap back to the model in use before the last change")
+    status = model.add_parser("status", help="the running lane's model, the previous one, MANUAL_ONLY and why")
+    for p, action in ((load, "load"), (rollback, "rollback"), (status, "status")):
+        _config_args(p)
+        p.set_defaults(handler=_model_control, model_action=action)
+
+
+def _tell_daemon(args: argparse.Namespace, action: str, timeout: float = 5.0, **fields: str) -> int:
+    """One command to the running daemon's control socket; its JSON reply on standard output."""
     from station.control import send, socket_path
 
     path = socket_path(_load(args).storage.data_dir)
     try:
-        reply = asyncio.run(send(path, args.action))
+        reply = asyncio.run(send(path, action, timeout, **fields))
     except (OSError, TimeoutError) as err:
         print(f"no station answering on {path}: {err}", file=sys.stderr)
         return 1
@@ -285,6 +314,39 @@ def _inspect(args: argparse.Namespace) -> int:
             labels = ", ".join(f"{d['label']} {d['score']:.2f}" for d in record["detections"])  # type: ignore[union-attr]
             print(f"{verdict:<8} {path}  {record['error'] or labels}", flush=True)
     return 1 if failed else 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    import cv2
+
+    from station.imaging import ImageError, load_image, render_scan
+
+    try:
+        image = load_image(args.image)
+    except ImageError as err:
+        print(err, file=sys.stderr)
+        return 1
+    boxes = []
+    if args.detect:
+        from station.daemon import DEFAULT_MODEL
+        from station.detector import Detector, ModelError
+
+        try:
+            detector = Detector.load(args.model or DEFAULT_MODEL, threads=1)
+        except ModelError as err:
+            print(f"model: {err}", file=sys.stderr)
+            return 2
+        boxes = [(d.label, d.score, d.box, detector.is_threat(d)) for d in detector.detect(image.gray)]
+    out = args.out or Path(f"{args.image.stem}-render.png")
+    if out.suffix.lower() != ".png":
+        print(f"{out}: the output is a PNG; name it .png", file=sys.stderr)
+        return 2
+    if not cv2.imwrite(str(out), render_scan(image, boxes)):
+        print(f"{out}: cannot write", file=sys.stderr)
+        return 1
+    print(f"{out}  {image.kind} {image.gray.shape[1]} x {image.gray.shape[0]}"
+          + (f", {len(boxes)} detection(s): " + ", ".join(f"{b[0]} {b[1]:.2f}" for b in boxes) if args.detect else ""))
+    return 0
 
 
 def _image_files(paths: Sequence[Path]) -> list[Path]:

@@ -1,7 +1,7 @@
 """Image loading and rendering for the station.
 
-``load_image`` accepts the simulator's dual-energy container (.xde) and PNG, JPEG or TIFF files
-(8 or 16 bit, grey or colour). It sniffs the content, refuses a file whose extension lies,
+``load_image`` accepts dual-energy scans (the simulator's .xde container, or a two-page 16-bit TIFF
+of the high and low planes) and PNG, JPEG or TIFF images (8 or 16 bit, grey or pseudo-colour). It sniffs the content, refuses a file whose extension lies,
 reads the declared width x height from the header and refuses decompression bombs *before*
 decoding, and turns every failure into :class:`ImageError` naming the file and the problem.
 """
@@ -9,6 +9,7 @@ decoding, and turns every failure into :class:`ImageError` naming the file and t
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,8 +44,10 @@ def gray_from_high(high: np.ndarray) -> np.ndarray:
 
     The mild gamma keeps thin metal visible while dense metal stays near black, so dual-energy
     scans look like single-energy greyscale scans (the detector is trained on this mapping)."""
-    t = high.astype(np.float32) * (1.0 / 65535.0)
-    return np.clip(255.0 * np.power(t, _GAMMA) + 0.5, 0, 255).astype(np.uint8)
+    return _GRAY_OF_HIGH[high]
+
+
+_GRAY_OF_HIGH = np.clip(255.0 * np.power(np.arange(65536, dtype=np.float64) / 65535.0, _GAMMA) + 0.5, 0, 255).astype(np.uint8)
 
 
 def _sniff(data: bytes) -> str | None:
@@ -89,26 +92,36 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
     raise ValueError("JPEG frame header (SOF) missing or truncated")
 
 
-def _tiff_size(data: bytes) -> tuple[int, int]:
+def _tiff_pages(data: bytes, most: int = 16) -> list[tuple[int, int]]:
+    """Width and height of every page (IFD) of a TIFF, read from the directory chain."""
     endian = "<" if data[:2] == b"II" else ">"
     if len(data) < 8:
         raise ValueError("TIFF header truncated")
     (ifd,) = struct.unpack(endian + "I", data[4:8])
-    if ifd + 2 > len(data):
-        raise ValueError("TIFF directory offset points past the end of the file")
-    (count,) = struct.unpack(endian + "H", data[ifd : ifd + 2])
-    dims: dict[int, int] = {}
-    for k in range(count):
-        off = ifd + 2 + 12 * k
-        if off + 12 > len(data):
-            raise ValueError("TIFF directory truncated")
-        tag, typ = struct.unpack(endian + "HH", data[off : off + 4])
-        if tag in (256, 257):
-            fmt = endian + ("H" if typ == 3 else "I")
-            dims[tag] = struct.unpack(fmt, data[off + 8 : off + 8 + struct.calcsize(fmt)])[0]
-    if 256 not in dims or 257 not in dims:
-        raise ValueError("TIFF has no width/length tags")
-    return dims[256], dims[257]
+    pages: list[tuple[int, int]] = []
+    while ifd:
+        if len(pages) == most:
+            raise ValueError(f"more than {most} pages")
+        if ifd + 2 > len(data):
+            raise ValueError(f"directory of page {len(pages) + 1} points past the end of the file")
+        (count,) = struct.unpack(endian + "H", data[ifd : ifd + 2])
+        dims: dict[int, int] = {}
+        for k in range(count):
+            off = ifd + 2 + 12 * k
+            if off + 12 > len(data):
+                raise ValueError(f"directory of page {len(pages) + 1} truncated")
+            tag, typ = struct.unpack(endian + "HH", data[off : off + 4])
+            if tag in (256, 257):
+                fmt = endian + ("H" if typ == 3 else "I")
+                dims[tag] = struct.unpack(fmt, data[off + 8 : off + 8 + struct.calcsize(fmt)])[0]
+        if 256 not in dims or 257 not in dims:
+            raise ValueError(f"page {len(pages) + 1} has no width/length tags")
+        pages.append((dims[256], dims[257]))
+        next_at = ifd + 2 + 12 * count
+        if next_at + 4 > len(data):
+            raise ValueError(f"directory of page {len(pages)} truncated")
+        (ifd,) = struct.unpack(endian + "I", data[next_at : next_at + 4])
+    return pages
 
 
 def _to_gray(img: np.ndarray) -> tuple[np.ndarray, str]:
@@ -161,13 +174,19 @@ def load_image(path: str | Path, max_pixels: int = 50_000_000) -> LoadedImage:
             raise ImageError(f"{p}: bad dual-energy file: {err}") from err
         return LoadedImage(str(p), gray_from_high(high), "dual-energy", high, low)
     try:
-        width, height = {"png": _png_size, "jpeg": _jpeg_size, "tiff": _tiff_size}[got](data)
+        pages = _tiff_pages(data) if got == "tiff" else [{"png": _png_size, "jpeg": _jpeg_size}[got](data)]
     except (ValueError, struct.error) as err:
         raise ImageError(f"{p}: bad {got} header: {err}") from err
-    if width <= 0 or height <= 0:
-        raise ImageError(f"{p}: {got} header declares an empty image {width} x {height}")
-    if width * height > max_pixels:
-        raise ImageError(f"{p}: too many pixels: {width} x {height} = {width * height} exceeds {max_pixels} (decompression bomb?)")
+    for width, height in pages:
+        if width <= 0 or height <= 0:
+            raise ImageError(f"{p}: {got} header declares an empty image {width} x {height}")
+        if width * height * len(pages) > max_pixels:
+            raise ImageError(f"{p}: too many pixels: {len(pages)} x {width} x {height} = {width * height * len(pages)} exceeds {max_pixels} (decompression bomb?)")
+    if len(pages) == 2:
+        return _dual_energy_tiff(p, data, pages)
+    if len(pages) > 2:
+        raise ImageError(f"{p}: TIFF has {len(pages)} pages; expected 1 (an image) or 2 (high- and low-energy planes)")
+    width, height = pages[0]
     try:
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as err:
@@ -181,6 +200,25 @@ def load_image(path: str | Path, max_pixels: int = 50_000_000) -> LoadedImage:
     except (ValueError, cv2.error) as err:
         raise ImageError(f"{p}: {got} {err}") from err
     return LoadedImage(str(p), gray, kind)
+
+
+def _dual_energy_tiff(p: Path, data: bytes, pages: list[tuple[int, int]]) -> LoadedImage:
+    """Two 16-bit grey pages of one size: the high- and low-energy transmission planes, in either
+    order (the low-energy plane is the darker one: every material attenuates more at low energy)."""
+    if pages[0] != pages[1]:
+        raise ImageError(f"{p}: two-page TIFF with pages of different sizes {pages[0]} and {pages[1]}; expected high and low planes of one scan")
+    try:
+        ok, planes = cv2.imdecodemulti(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as err:
+        raise ImageError(f"{p}: tiff cannot be decoded: {err}") from err
+    if not ok or len(planes) != 2:
+        raise ImageError(f"{p}: tiff cannot be decoded (corrupt or truncated)")
+    for k, plane in enumerate(planes, 1):
+        if plane.dtype != np.uint16 or plane.ndim != 2:
+            raise ImageError(f"{p}: page {k} is {plane.dtype} with shape {plane.shape}; a dual-energy TIFF has two 16-bit grey pages")
+    a, b = planes
+    high, low = (a, b) if float(a.mean()) >= float(b.mean()) else (b, a)
+    return LoadedImage(str(p), gray_from_high(high), "dual-energy", high, low)
 
 
 _ORGANIC, _MIXED, _METAL = (np.array(c, np.float32) for c in ((0, 140, 255), (40, 180, 0), (255, 90, 0)))
@@ -204,3 +242,18 @@ def render_material(high: np.ndarray, low: np.ndarray) -> np.ndarray:
     out = 255.0 * (1.0 - amount) + colour * amount * shade
     out[th < 0.01] = 0.0  # impenetrable: the operator must open it
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def render_scan(image: LoadedImage, boxes: Sequence[tuple[str, float, tuple[float, float, float, float], bool]] = ()) -> np.ndarray:
+    """What the operator looks at (BGR uint8): material colours for a dual-energy scan, the grey
+    image otherwise, with each (label, score, box, threat) drawn on it, threats in red."""
+    if image.high is not None and image.low is not None:
+        out = render_material(image.high, image.low)
+    else:
+        out = cv2.cvtColor(image.gray, cv2.COLOR_GRAY2BGR)
+    thick = max(1, round(max(out.shape[:2]) / 400))
+    for label, score, (x1, y1, x2, y2), threat in boxes:
+        colour = (0, 0, 230) if threat else (0, 170, 0)
+        cv2.rectangle(out, (int(x1), int(y1)), (int(x2), int(y2)), colour, thick)
+        cv2.putText(out, f"{label} {score:.2f}", (int(x1), max(int(y1) - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick, colour, thick)
+    return out

@@ -92,3 +92,30 @@ def test_inspect_reports_each_image_and_carries_on_after_a_bad_one(tmp_path: Pat
         assert line["error"] is None and isinstance(line["flagged"], bool)
         assert set(line) == {"path", "flagged", "score", "detections", "error"}
     assert done.returncode == 1  # some files could not be read
+
+
+def test_render_writes_the_operators_colour_view_with_the_detectors_boxes(tmp_path: Path) -> None:
+    from drivers.xde import encode_xde
+    from simulator.xray import synth_parcel
+
+    scan = synth_parcel(np.random.default_rng(7), ("gun",))
+    (tmp_path / "item.xde").write_bytes(encode_xde(scan.high, scan.low, {}))
+    plain = station("render", "item.xde", cwd=tmp_path)
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.startswith("item-render.png  dual-energy 480 x 320")
+    colour = cv2.imread(str(tmp_path / "item-render.png"))
+    assert colour.shape == (320, 480, 3)
+    b = scan.boxes[0]
+    gun = colour[b.y1 : b.y2, b.x1 : b.x2].reshape(-1, 3).astype(int)
+    assert (gun[:, 0] - gun[:, 2] > 80).any(), "steel renders blue (B >> R) in the operators' colours"
+
+    boxed = station("render", "item.xde", "--detect", "-o", "boxed.png", cwd=tmp_path)
+    assert boxed.returncode == 0 and "gun" in boxed.stdout, boxed.stdout + boxed.stderr
+    drawn = cv2.imread(str(tmp_path / "boxed.png"))
+    red = (drawn[:, :, 2] > 200) & (drawn[:, :, 1] < 40) & (drawn[:, :, 0] < 40)
+    assert red.sum() > 100, "the threat's box is drawn in red"
+
+    (tmp_path / "cut.xde").write_bytes((tmp_path / "item.xde").read_bytes()[:500])
+    bad = station("render", "cut.xde", cwd=tmp_path)
+    assert bad.returncode == 1 and "cut.xde" in bad.stderr and not (tmp_path / "cut-render.png").exists()
+    assert station("render", "item.xde", "-o", "x.jpg", cwd=tmp_path).returncode == 2

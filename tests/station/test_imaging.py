@@ -56,6 +56,43 @@ def test_dual_energy_container(tmp_path: Path) -> None:
     assert img.gray[b.y1 : b.y2, b.x1 : b.x2].min() < 40  # the gun is dark
 
 
+@pytest.mark.parametrize("low_first", [False, True])
+def test_two_page_16_bit_tiff_is_a_dual_energy_scan_in_either_page_order(tmp_path: Path, low_first: bool) -> None:
+    scan = synth_parcel(np.random.default_rng(1), ("knife",))
+    path = tmp_path / "item.tif"
+    assert cv2.imwritemulti(str(path), [scan.low, scan.high] if low_first else [scan.high, scan.low])
+    img = load_image(path)
+    assert img.kind == "dual-energy"
+    np.testing.assert_array_equal(img.high, scan.high)
+    np.testing.assert_array_equal(img.low, scan.low)
+    np.testing.assert_array_equal(render_material(img.high, img.low), render_material(scan.high, scan.low))
+
+
+def test_multi_page_tiffs_that_are_not_one_dual_energy_scan_are_refused(tmp_path: Path) -> None:
+    plane = np.full((40, 60), 50000, np.uint16)
+    cases = {
+        "sizes.tif": ([plane, plane[:20]], "pages of different sizes"),
+        "three.tif": ([plane, plane, plane], "3 pages"),
+        "eight.tif": ([plane, (plane // 257).astype(np.uint8)], "page 2 is uint8"),
+    }
+    for name, (pages, problem) in cases.items():
+        assert cv2.imwritemulti(str(tmp_path / name), pages)
+        with pytest.raises(ImageError, match=rf"{name}: .*{problem}"):
+            load_image(tmp_path / name)
+
+
+def test_pseudo_colour_scans_load_with_metal_darker_than_organic(tmp_path: Path) -> None:
+    """An operator's pseudo-colour export (orange organic, blue metal) still reads dense-is-dark."""
+    scan = synth_parcel(np.random.default_rng(2), ("gun",))
+    path = tmp_path / "colour.png"
+    assert cv2.imwrite(str(path), render_material(scan.high, scan.low))
+    img = load_image(path)
+    assert img.kind == "colour"
+    b = scan.boxes[0]
+    gun = img.gray[b.y1 : b.y2, b.x1 : b.x2]
+    assert gun.min() < 60 and img.gray[0, 0] > 240
+
+
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
