@@ -1,8 +1,10 @@
-"""The operator's local control channel: `station lane start|stop|reset|status` talks to the daemon.
+"""The operator's local control channel: `station lane start|stop|reset|status` and
+`station model load|rollback|status` talk to the daemon.
 
-A Unix socket in the data directory (owner-only permissions), one JSON line each way. Every command
-is recorded in the alarms table as an audit line. This is the lane's way back after an E-stop until
-the web console exists.
+A Unix socket in the data directory (owner-only permissions), one JSON line each way:
+``{"action": "start"}``, ``{"action": "model-load", "path": "/abs/dir"}``. Every command is recorded
+in the alarms table as an audit line. This is the lane's way back after an E-stop until the web
+console exists.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from pathlib import Path
 
 from station.lane import messages as m
 from station.lane.runtime import LaneRuntime
+from station.model_swap import ModelSwitch
 
 log = logging.getLogger(__name__)
 
 ACTIONS = ("start", "stop", "reset")
+MODEL_ACTIONS = ("model-status", "model-load", "model-rollback")
 
 
 def socket_path(data_dir: Path) -> Path:
@@ -29,8 +33,9 @@ def socket_path(data_dir: Path) -> Path:
 class ControlServer:
     """Async context manager serving the control socket for one runtime."""
 
-    def __init__(self, runtime: LaneRuntime, path: Path) -> None:
+    def __init__(self, runtime: LaneRuntime, models: ModelSwitch, path: Path) -> None:
         self.runtime = runtime
+        self.models = models
         self.path = path
         self._server: asyncio.Server | None = None
 
@@ -49,13 +54,23 @@ class ControlServer:
     def status(self) -> dict[str, object]:
         core = self.runtime.core
         return {"state": core.state.value, "fault": core.fault, "plc_up": core.plc_up,
-                "tracked": len(core.tracks), "items_stored": self.runtime.items_stored}
+                "tracked": len(core.tracks), "items_stored": self.runtime.items_stored,
+                "manual_only": core.manual_only}
 
-    def handle(self, action: str) -> dict[str, object]:
+    async def handle(self, request: dict[str, object]) -> dict[str, object]:
+        action = str(request.get("action"))
         if action == "status":
             return {"ok": True, **self.status()}
+        if action == "model-status":
+            return {"ok": True, **self.models.status()}
+        if action in MODEL_ACTIONS:
+            path = request.get("path")
+            if action == "model-load" and not isinstance(path, str):
+                return {"ok": False, "error": "model-load needs a \"path\""}
+            self.runtime.store.add_alarm("OPERATOR", f"{action}{f' {path}' if path else ''} (control socket)")
+            return await (self.models.load(Path(str(path))) if action == "model-load" else self.models.rollback())
         if action not in ACTIONS:
-            return {"ok": False, "error": f"unknown action {action!r}; expected status, {', '.join(ACTIONS)}"}
+            return {"ok": False, "error": f"unknown action {action!r}; expected status, {', '.join(ACTIONS + MODEL_ACTIONS)}"}
         before = dict(self.runtime.alarms)
         self.runtime.dispatch(m.Operator(time.monotonic(), action))  # type: ignore[arg-type]
         self.runtime.store.add_alarm("OPERATOR", f"{action} (control socket)")
@@ -67,12 +82,14 @@ class ControlServer:
             async with asyncio.timeout(5):
                 line = await reader.readline()
             try:
-                action = str(json.loads(line)["action"])
-            except (ValueError, KeyError, TypeError):
+                request = json.loads(line)
+                if not isinstance(request, dict) or "action" not in request:
+                    raise ValueError
+            except ValueError:
                 reply: dict[str, object] = {"ok": False, "error": "expected one JSON line: {\"action\": ...}"}
             else:
-                log.warning("operator: %s", action)
-                reply = self.handle(action)
+                log.warning("operator: %s", request)
+                reply = await self.handle(request)
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
         except (TimeoutError, ConnectionError):
@@ -81,12 +98,12 @@ class ControlServer:
             writer.close()
 
 
-async def send(path: Path, action: str, timeout: float = 5.0) -> dict[str, object]:
+async def send(socket: Path, action: str, timeout: float = 5.0, **fields: str) -> dict[str, object]:
     """One command to a running daemon. ConnectionError when none is listening there."""
     async with asyncio.timeout(timeout):
-        reader, writer = await asyncio.open_unix_connection(str(path))
+        reader, writer = await asyncio.open_unix_connection(str(socket))
         try:
-            writer.write(json.dumps({"action": action}).encode() + b"\n")
+            writer.write(json.dumps({"action": action, **fields}).encode() + b"\n")
             await writer.drain()
             reply = json.loads(await reader.readline())
         finally:

@@ -25,12 +25,13 @@ from drivers.scanner import Scanner
 from station.config import Config
 from station.control import ControlServer, socket_path
 from station.detector import Detector, ModelError
-from station.ead.record import BadLine
 from station.ead.importer import import_ead_file
+from station.ead.record import BadLine
 from station.inference import InferenceWorker
 from station.lane import messages as m
 from station.lane.core import LaneCore, LaneState
 from station.lane.runtime import LaneRuntime
+from station.model_swap import ModelSwitch
 from station.mqtt_link import OutboxPublisher, Topics
 from station.store import Store
 
@@ -78,6 +79,7 @@ class Lane:
     publisher: OutboxPublisher
     scanner: Scanner
     barcode: BarcodeReader
+    models: ModelSwitch
     sim: SimLane | None
 
 
@@ -101,7 +103,9 @@ async def run_station(config: Config, *, simulate: bool = False, items: int | No
         scanner_port, barcode_port = config.scanner.port, config.barcode.port
         sim = None
         if simulate:
-            from simulator.lane import SimLane  # the simulator is only imported when asked for
+            from simulator.lane import (
+                SimLane,  # the simulator is only imported when asked for
+            )
 
             sim = await stack.enter_async_context(
                 SimLane(config.simulator, config.lane, data_dir / "sim", plc_port=plc_port, max_items=items,
@@ -115,9 +119,8 @@ async def run_station(config: Config, *, simulate: bool = False, items: int | No
                     log.warning("EAD %s line %d: %s", sim.ead_file, line.line, line.problem)
 
         detector, why = load_detector(config)
-        worker = InferenceWorker(detector, config.model.timeout_s) if detector else None
-        if worker:
-            stack.callback(worker.close)
+        worker = InferenceWorker(detector, config.model.timeout_s)
+        stack.callback(worker.close)
         plc = await stack.enter_async_context(Plc(
             load_profile(config.plc.profile), plc_link,
             poll_interval=config.plc.poll_interval_s, timeout=config.plc.timeout_s))
@@ -127,10 +130,10 @@ async def run_station(config: Config, *, simulate: bool = False, items: int | No
         publisher = OutboxPublisher(store, config.mqtt, config.mqtt.client_id or f"station-{topics.site}-{topics.lane}")
         core = LaneCore(config.lane, manual_only=detector is None)
         runtime = LaneRuntime(core, store, topics, plc=plc, spool_dir=spool_dir, images_dir=data_dir / "images",
-                              worker=worker, model_hash=detector.model_hash if detector else None,
-                              on_stored=publisher.notify)
+                              worker=worker, on_stored=publisher.notify)
         stack.push_async_callback(runtime.aclose)
-        await stack.enter_async_context(ControlServer(runtime, socket_path(data_dir)))
+        models = ModelSwitch(worker, runtime, threads=config.model.threads, why_none=why)
+        await stack.enter_async_context(ControlServer(runtime, models, socket_path(data_dir)))
         log.info("station %s/%s: model %s", topics.site, topics.lane,
                  detector.manifest.name if detector else f"none ({why})")
         if control is None and items is not None and sim is not None:
@@ -143,7 +146,7 @@ async def run_station(config: Config, *, simulate: bool = False, items: int | No
                 if simulate or config.lane.auto_start:
                     tasks.create_task(_start_when_ready(runtime, result))
                 if control is not None:
-                    await control(Lane(runtime, store, publisher, scanner, barcode, sim))
+                    await control(Lane(runtime, store, publisher, scanner, barcode, models, sim))
                 else:
                     await asyncio.Event().wait()  # until cancelled (Ctrl-C)
                 # Raised in the group's body (not in a child), so the group cancels the rest and the

@@ -29,6 +29,11 @@ class ModelError(Exception):
     """A model cannot be loaded or run; the message names the file and the problem."""
 
 
+class ModelIntegrityError(ModelError):
+    """The model file is not the one its manifest describes (SHA-256 differs): altered or damaged
+    since it was measured, so neither it nor the model store it came from is to be trusted."""
+
+
 @dataclass(frozen=True)
 class Detection:
     """One detected object; ``box`` is x1, y1, x2, y2 in source-image pixels."""
@@ -139,7 +144,7 @@ class Detector:
             raise ModelError(f"{onnx_path}: cannot read model file: {err}") from err
         digest = hashlib.sha256(blob).hexdigest()
         if digest != manifest.sha256.lower():
-            raise ModelError(f"{onnx_path}: hash mismatch: file sha256 {digest}, manifest says {manifest.sha256}")
+            raise ModelIntegrityError(f"{onnx_path}: hash mismatch: file sha256 {digest}, manifest says {manifest.sha256}")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1

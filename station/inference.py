@@ -46,18 +46,26 @@ def detect_file(detector: Detector, path: Path, sha256: str | None = None) -> tu
 
 
 class InferenceWorker:
-    def __init__(self, detector: Detector, timeout_s: float) -> None:
+    """Runs each image on the detector in charge when the image is submitted. ``detector`` may be
+    swapped at any time (see station.model_swap): an image already running finishes on the model it
+    started with, so a swap falls between two images. None: no usable model (MANUAL_ONLY)."""
+
+    def __init__(self, detector: Detector | None, timeout_s: float) -> None:
         self.detector = detector
         self.timeout_s = timeout_s
         self.restarts = 0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="inference")
 
-    async def run(self, path: Path, sha256: str | None) -> tuple[Detected, ...]:
+    async def run(self, path: Path, sha256: str | None) -> tuple[tuple[Detected, ...], str]:
+        """The image's detections and the hash of the model that found them."""
+        detector = self.detector
+        if detector is None:
+            raise InferenceProblem(Reason("MANUAL_ONLY", "no usable detection model"))
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._pool, detect_file, self.detector, path, sha256)
+        future = loop.run_in_executor(self._pool, detect_file, detector, path, sha256)
         try:
             async with asyncio.timeout(self.timeout_s):
-                return await future
+                return await future, detector.model_hash
         except TimeoutError as err:
             self._restart()
             raise InferenceProblem(Reason("INFERENCE_TIMEOUT", f"{path}: no result within {self.timeout_s:g} s")) from err

@@ -18,8 +18,7 @@ RULES_VERSION = "builtin-1"
 @dataclass(frozen=True)
 class Evidence:
     detections: tuple[Detected, ...] = ()
-    inference_failure: Reason | None = None  # IMAGE_ERROR, INFERENCE_TIMEOUT, ...
-    manual_only: bool = False
+    inference_failure: Reason | None = None  # MANUAL_ONLY, IMAGE_ERROR, INFERENCE_TIMEOUT, ...
     id_problem: Reason | None = None  # NO_READ, S10_INVALID
     ead_found: bool | None = None  # None: not looked up (no valid id)
     lane_problems: tuple[Reason, ...] = ()  # ESTOP, PLC_FAULT, SCAN_MISSING, DECISION_LATE, ...
@@ -38,8 +37,6 @@ def decide(evidence: Evidence) -> Decision:
     threats = [d for d in evidence.detections if d.threat]
     for d in sorted(threats, key=lambda d: -d.score):
         reasons.append(Reason("THREAT_DETECTED", f"{d.label} at {d.score:.2f}"))
-    if evidence.manual_only:
-        reasons.append(Reason("MANUAL_ONLY", "no usable detection model: every item is inspected"))
     if evidence.inference_failure is not None:
         reasons.append(evidence.inference_failure)
     if evidence.id_problem is not None:

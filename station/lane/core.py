@@ -48,8 +48,9 @@ class Track:
     image_path: str | None = None
     image_sha256: str | None = None
     image_ready_t: float | None = None
-    inference_state: str = "pending"  # pending | running | done | failed | skipped
+    inference_state: str = "pending"  # pending | running | done | failed
     detections: tuple[m.Detected, ...] = ()
+    model_hash: str | None = None
     inference_failure: m.Reason | None = None
     problems: list[m.Reason] = field(default_factory=list)
     decision: Decision | None = None
@@ -101,6 +102,8 @@ class LaneCore:
                 self._on_result(event)
             case m.Operator():
                 self._on_operator(event, out)
+            case m.ModelChanged(model_hash=model_hash):
+                self.manual_only = model_hash is None  # scans already being analysed finish on the old model
         self._check_positions(event.t, out)
         self._decide_ready(event.t)
         self._drive_gate(out)
@@ -245,7 +248,8 @@ class LaneCore:
         track.scan_state, track.image_path, track.image_sha256 = "done", ev.path, ev.sha256
         track.image_ready_t = ev.t
         if self.manual_only:
-            track.inference_state = "skipped"
+            track.inference_state = "failed"
+            track.inference_failure = m.Reason("MANUAL_ONLY", "no usable detection model when the scan arrived")
         else:
             track.inference_state = "running"
             out.append(m.RunInference(track.track_id, ev.path, ev.sha256))
@@ -255,7 +259,7 @@ class LaneCore:
         if track is None:
             return  # the item already passed the gate (and went to INSPECT): a late answer changes nothing
         if isinstance(ev, m.InferenceDone):
-            track.inference_state, track.detections = "done", ev.detections
+            track.inference_state, track.detections, track.model_hash = "done", ev.detections, ev.model_hash
         elif isinstance(ev, m.InferenceFailed):
             track.inference_state, track.inference_failure = "failed", ev.reason
         else:
@@ -312,7 +316,7 @@ class LaneCore:
         for track in self.tracks:
             if track.decision is not None and not (track.problems and track.decision.decision == "CLEAR"):
                 continue
-            inference_known = track.inference_state in ("done", "failed", "skipped") or track.scan_state == "missing"
+            inference_known = track.inference_state in ("done", "failed") or track.scan_state == "missing"
             identity_known = track.barcode_state != "pending" and track.ead_state != "pending"
             if track.problems or (inference_known and identity_known):
                 self._decide_now(track, t)
@@ -321,7 +325,6 @@ class LaneCore:
         track.decision = self._decide(Evidence(
             detections=track.detections,
             inference_failure=track.inference_failure,
-            manual_only=self.manual_only,
             id_problem=track.id_problem,
             ead_found=None if track.ead_state in ("not_looked_up", "pending") else track.ead_state == "found",
             lane_problems=tuple(track.problems),
@@ -399,6 +402,6 @@ class LaneCore:
             decision=track.decision.decision, routed=routed,  # type: ignore[arg-type]
             score=track.decision.score, reasons=track.decision.reasons, detections=track.detections,
             ead_status=ead_status, ead_version=track.ead_version,  # type: ignore[arg-type]
-            rules_version=track.decision.rules_version,
+            rules_version=track.decision.rules_version, model_hash=track.model_hash,
             image_ready_t=track.image_ready_t, decided_t=track.decided_t,
         )

@@ -76,6 +76,7 @@ class InferenceDone:
     t: float
     track_id: int
     detections: tuple[Detected, ...]
+    model_hash: str | None = None  # the model that looked at this image (swaps happen between images)
 
 
 @dataclass(frozen=True)
@@ -104,8 +105,16 @@ class Tick:
     t: float
 
 
+@dataclass(frozen=True)
+class ModelChanged:
+    """A model was swapped in (its hash), or none is usable (None): the lane runs MANUAL_ONLY."""
+
+    t: float
+    model_hash: str | None
+
+
 Event = Union[Snapshot, PlcLink, BarcodeScanned, ScanStarted, ScanDone, InterlockChanged,
-              InferenceDone, InferenceFailed, EadResolved, Operator, Tick]
+              InferenceDone, InferenceFailed, EadResolved, Operator, Tick, ModelChanged]
 
 
 # ---- commands -----------------------------------------------------------------------------------
@@ -162,6 +171,7 @@ class ItemRouted:
     ead_status: Literal["found", "missing", "not_looked_up"]
     ead_version: int | None
     rules_version: str
+    model_hash: str | None  # None: no model looked at the image (MANUAL_ONLY, no image, image error)
     image_ready_t: float | None  # when the scanner said the image was written
     decided_t: float | None
 

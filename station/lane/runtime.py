@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 class LaneRuntime:
     def __init__(self, core: LaneCore, store: Store, topics: Topics, *, plc: Plc, spool_dir: Path,
-                 images_dir: Path, worker: InferenceWorker | None, model_hash: str | None,
+                 images_dir: Path, worker: InferenceWorker,
                  on_stored: Callable[[], None] = lambda: None) -> None:
         self.core = core
         self.store = store
@@ -43,7 +43,6 @@ class LaneRuntime:
         self.spool_dir = spool_dir
         self.images_dir = images_dir
         self.worker = worker
-        self.model_hash = model_hash
         self.on_stored = on_stored
         self.item_stored = asyncio.Event()  # set after each item is stored; waiters clear it
         self.alarms: dict[str, int] = {}
@@ -96,13 +95,12 @@ class LaneRuntime:
         task.add_done_callback(self._tasks.discard)
 
     async def _infer(self, cmd: m.RunInference) -> None:
-        assert self.worker is not None
         try:
-            found = await self.worker.run(Path(cmd.path), cmd.sha256)
+            found, model_hash = await self.worker.run(Path(cmd.path), cmd.sha256)
         except InferenceProblem as err:
             self.dispatch(m.InferenceFailed(time.monotonic(), cmd.track_id, err.reason))
         else:
-            self.dispatch(m.InferenceDone(time.monotonic(), cmd.track_id, found))
+            self.dispatch(m.InferenceDone(time.monotonic(), cmd.track_id, found, model_hash))
 
     # ---- storing a routed item ----------------------------------------------------------------
 
@@ -116,7 +114,7 @@ class LaneRuntime:
             uid=uid, track_id=item.track_id, item_id=item.item_id, barcode=item.barcode, scan_id=item.scan_id,
             image_path=image_path, image_sha256=item.image_sha256, decision=item.decision, routed=item.routed,
             score=item.score, reasons=[{"code": r.code, "detail": r.detail} for r in item.reasons],
-            ead_status=item.ead_status, ead_version=item.ead_version, model_hash=self.model_hash,
+            ead_status=item.ead_status, ead_version=item.ead_version, model_hash=item.model_hash,
             rules_version=item.rules_version, decision_latency_ms=latency,
             routed_at=time.time(),
             detections=tuple((d.label, d.score, d.threat, d.box) for d in item.detections),

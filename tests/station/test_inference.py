@@ -53,6 +53,7 @@ class StuckOnce:
 
     def __init__(self, real: Detector) -> None:
         self.real, self.release, self.calls = real, threading.Event(), 0
+        self.model_hash = real.model_hash
 
     def detect(self, gray: np.ndarray) -> list[Detection]:
         self.calls += 1
@@ -69,7 +70,7 @@ def test_a_stuck_inference_times_out_and_the_next_runs_on_a_fresh_worker(tmp_pat
     stuck = StuckOnce(detector)
     worker = InferenceWorker(stuck, timeout_s=0.5)  # type: ignore[arg-type]
 
-    async def main() -> tuple[InferenceProblem, tuple[object, ...]]:
+    async def main() -> tuple[InferenceProblem, tuple[tuple[object, ...], str]]:
         try:
             await worker.run(path, sha)
         except InferenceProblem as err:
@@ -85,4 +86,5 @@ def test_a_stuck_inference_times_out_and_the_next_runs_on_a_fresh_worker(tmp_pat
         worker.close()
     assert problem.reason.code == "INFERENCE_TIMEOUT"
     assert worker.restarts == 1 and stuck.calls == 2
-    assert isinstance(second, tuple)
+    found, model_hash = second
+    assert isinstance(found, tuple) and model_hash == detector.model_hash

@@ -1,0 +1,93 @@
+"""Model swap on the running lane, end to end through the control socket a technician's
+`station model load|rollback|status` uses: verify, warm up, swap between images, roll back, and
+MANUAL_ONLY while the model store cannot be trusted."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from station.control import send, socket_path
+from station.daemon import DEFAULT_MODEL, Lane
+from station.store import Store
+from tests.test_faults import run, stored
+
+
+def variant(dest: Path, note: str) -> Path:
+    """A second, valid model: the packaged network with a different ONNX doc string (so another file
+    and another SHA-256), and a manifest that describes it."""
+    shutil.copytree(DEFAULT_MODEL, dest)
+    onnx = dest / "model.onnx"
+    text = note.encode()
+    onnx.write_bytes(onnx.read_bytes() + bytes([0x32, len(text)]) + text)  # field 6 (doc_string) appended
+    manifest = json.loads((dest / "manifest.json").read_text())
+    manifest.update(version=f"{manifest['version']}+{note}", sha256=hashlib.sha256(onnx.read_bytes()).hexdigest())
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    return dest
+
+
+def tampered(dest: Path) -> Path:
+    """The packaged model with one byte of its ONNX file changed after the manifest was written."""
+    shutil.copytree(DEFAULT_MODEL, dest)
+    onnx = dest / "model.onnx"
+    data = bytearray(onnx.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    onnx.write_bytes(bytes(data))
+    return dest
+
+
+def test_models_swap_between_items_a_tampered_one_means_manual_only_and_rollback_restores(tmp_path: Path) -> None:
+    new = variant(tmp_path / "models" / "new", "swap-test")
+    bad = tampered(tmp_path / "models" / "bad")
+    new_hash = json.loads((new / "manifest.json").read_text())["sha256"]
+    replies: dict[str, dict[str, object]] = {}
+    marks: dict[str, int] = {}
+
+    async def control(lane: Lane) -> None:
+        sock = socket_path(tmp_path)
+        await stored(lane, 3)
+        replies["status"] = await send(sock, "model-status")
+        replies["missing"] = await send(sock, "model-load", path=str(tmp_path / "models" / "nowhere"))
+        replies["new"] = await send(sock, "model-load", timeout=30, path=str(new))
+        marks["new"] = lane.runtime.items_stored
+        await stored(lane, marks["new"] + 4)
+        replies["bad"] = await send(sock, "model-load", timeout=30, path=str(bad))
+        marks["bad"] = lane.runtime.items_stored
+        await stored(lane, marks["bad"] + 4)
+        replies["rollback"] = await send(sock, "model-rollback")
+        marks["rollback"] = lane.runtime.items_stored
+        await stored(lane, marks["rollback"] + 4)
+
+    run(tmp_path, control)
+    default_hash = replies["status"]["model"]["sha256"]  # type: ignore[index]
+    assert replies["status"]["manual_only"] is False and default_hash != new_hash
+
+    assert replies["missing"]["ok"] is False and "nowhere" in str(replies["missing"]["error"])
+    assert replies["missing"]["manual_only"] is False, "a path typo must not cost the lane its model"
+    assert replies["new"]["ok"] is True and replies["new"]["model"]["sha256"] == new_hash  # type: ignore[index]
+    assert replies["bad"]["ok"] is False and "hash mismatch" in str(replies["bad"]["error"])
+    assert replies["bad"]["manual_only"] is True
+    assert replies["rollback"]["ok"] is True and replies["rollback"]["model"]["sha256"] == new_hash  # type: ignore[index]
+
+    with Store(tmp_path / "station.db") as store:
+        items = sorted(store.items(), key=lambda r: r["routed_at"])
+        alarms = [(r["code"], r["detail"]) for r in store.db.execute("SELECT code, detail FROM alarms ORDER BY id")]
+    hashes = [r["model_hash"] for r in items]
+    reasons = [{x["code"] for x in json.loads(r["reasons"])} for r in items]
+    assert set(hashes[: marks["new"] - 1]) == {default_hash}
+    # Swaps fall between images: an item is analysed by one model or, once the bad load
+    # made the lane MANUAL_ONLY, by none, and then it is inspected for that reason.
+    assert new_hash in hashes[marks["new"] : marks["bad"]]
+    manual = [i for i, codes in enumerate(reasons) if "MANUAL_ONLY" in codes]
+    assert manual, "items scanned while MANUAL_ONLY must say so"
+    assert all(items[i]["decision"] == "INSPECT" and hashes[i] is None for i in manual)
+    assert marks["bad"] - 2 <= manual[0] and manual[-1] < marks["rollback"] + 2
+    after = hashes[marks["rollback"] + 2 :]
+    assert after and set(after) == {new_hash}
+    assert any(items[i]["decision"] == "CLEAR" for i in range(marks["rollback"] + 2, len(items)))
+
+    codes = [code for code, _ in alarms]
+    assert codes.count("OPERATOR") == 4  # load x3 and rollback are audited (status is not a change)
+    assert [c for c in codes if c.startswith("MODEL_")] == ["MODEL_LOAD_FAILED", "MODEL_LOADED", "MODEL_REFUSED", "MODEL_ROLLBACK"]
