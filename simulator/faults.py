@@ -25,7 +25,7 @@ FAULTS: dict[str, str] = {
     "split-frames": "1: the scanner writes frames in random small pieces; 0: whole",
     "scanner-silent": "the next N scans start but never finish (no SCAN_DONE)",
     "image-missing": "the next N scans name an image file that is never written",
-    "image-corrupt": "the next N scans write a truncated image file",
+    "image-corrupt": "the next N scans write a bad image file, in turn: truncated, 0 bytes, a 60000 x 60000 header, PNG content named .xde",
     "jam": "the next N items stick between the tunnel and the gate and never reach it",
     "noread": "the barcode reader fails to read the next N items",
     "touching": "the next N items are put on the belt touching the item before them",

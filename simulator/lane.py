@@ -12,14 +12,15 @@ import hashlib
 import json
 import logging
 import os
-from contextlib import AsyncExitStack
 from collections import Counter
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
-from drivers.xde import encode_xde
+from drivers.xde import MAGIC, encode_xde
 from simulator import belt as b
 from simulator.faults import COUNTED, Fault
 from simulator.plc import SimPlc
@@ -59,6 +60,7 @@ class SimLane:
         self._renders: dict[int, asyncio.Future[bytes]] = {}
         self._serial_jobs: asyncio.Queue[tuple[str, b.SimItem]] = asyncio.Queue()
         self._pending: Counter[str] = Counter()  # counted faults still to apply
+        self._bad_images = 0  # image-corrupt faults applied so far: they take the kinds of bad file in turn
         self.noise_rate = 0  # random bytes per second on the scanner line
         self._stack = AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
@@ -212,9 +214,10 @@ class SimLane:
                 data = await self._renders.pop(item.index)
                 if self._take("scanner-silent", item):
                     continue
-                if self._take("image-corrupt", item):
-                    data = data[: len(data) // 3]
                 name = f"{truth.scan_id}.xde"
+                if self._take("image-corrupt", item):
+                    data = bad_image(self._bad_images, data)
+                    self._bad_images += 1
                 if not self._take("image-missing", item):
                     tmp = self.spool_dir / f".{name}.part"
                     tmp.write_bytes(data)
@@ -228,3 +231,23 @@ class SimLane:
         if truth.image_fault:
             data = data[: len(data) // 3]  # a transfer cut short: the station must route it to INSPECT
         return data
+
+
+BAD_IMAGES = ("truncated", "empty", "huge header", "wrong content")
+
+
+def bad_image(k: int, good: bytes) -> bytes:
+    """The k-th bad image file (kinds in turn, see BAD_IMAGES) in place of a good .xde scan:
+    a transfer cut short, a 0-byte file, a header declaring 60,000 x 60,000 pixels (a decompression
+    bomb), and a PNG written under the .xde name."""
+    kind = BAD_IMAGES[k % len(BAD_IMAGES)]
+    if kind == "truncated":
+        return good[: len(good) // 3]
+    if kind == "empty":
+        return b""
+    if kind == "huge header":
+        header = json.dumps({"width": 60000, "height": 60000, "planes": ["high", "low"], "dtype": "uint16"}).encode()
+        return MAGIC + len(header).to_bytes(4, "little") + header + good[-4096:]
+    ok, png = cv2.imencode(".png", np.full((32, 32), 200, np.uint8))
+    assert ok
+    return png.tobytes()

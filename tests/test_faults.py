@@ -142,6 +142,36 @@ def test_each_bad_scan_goes_to_inspect_with_its_reason(tmp_path: Path) -> None:
     assert clean and all(not (r["codes"] & set(expected.values())) for r in clean)
 
 
+def test_every_kind_of_bad_image_file_goes_to_inspect_naming_the_problem(tmp_path: Path) -> None:
+    """Truncated, 0 bytes, a 60,000 x 60,000 header, PNG content under .xde: a per-file error, no crash."""
+    outcomes: dict[int, object] = {}
+
+    async def control(lane: Lane) -> None:
+        assert lane.sim is not None
+        await stored(lane, 2)
+        await lane.sim.inject(Fault("image-corrupt", 4))
+        await until(lambda: sum("image-corrupt" in o.faults for o in lane.sim.outcomes.values()) == 4,  # type: ignore[union-attr]
+                    why="four bad files written")
+        await settled(lane)
+        await stored(lane, lane.runtime.items_stored + 2)  # the lane goes on analysing good scans
+        outcomes.update(lane.sim.outcomes)
+
+    rows = run(tmp_path, control)
+    bad = [o for o in outcomes.values() if o.faults]  # type: ignore[attr-defined]
+    details = []
+    for outcome in sorted(bad, key=lambda o: o.truth.index):  # type: ignore[attr-defined]
+        row = rows[outcome.truth.scan_id]  # type: ignore[attr-defined]
+        assert row["decision"] == "INSPECT" and outcome.bin == "INSPECT"  # type: ignore[attr-defined]
+        (reason,) = [r for r in json.loads(str(row["reasons"])) if r["code"] == "IMAGE_ERROR"]
+        assert f"{outcome.truth.scan_id}.xde" in reason["detail"]  # type: ignore[attr-defined]
+        details.append(reason["detail"])
+    problems = ("truncated", "empty file (0 bytes)", "60000 x 60000", "extension says xde but the content is png")
+    assert len(details) == 4 and all(p in d for p, d in zip(problems, details)), details
+    last_bad = max(o.truth.index for o in bad)  # type: ignore[attr-defined]
+    later = [rows[o.truth.scan_id] for o in outcomes.values() if o.truth.index > last_bad and o.truth.scan_id in rows]  # type: ignore[attr-defined]
+    assert later and all("IMAGE_ERROR" not in r["codes"] for r in later)
+
+
 def test_a_jammed_item_is_reported_missing_and_the_belt_stops(tmp_path: Path) -> None:
     outcomes: dict[int, object] = {}
 
