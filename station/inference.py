@@ -62,13 +62,20 @@ class InferenceWorker:
         if detector is None:
             raise InferenceProblem(Reason("MANUAL_ONLY", "no usable detection model"))
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._pool, detect_file, detector, path, sha256)
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                return await future, detector.model_hash
-        except TimeoutError as err:
-            self._restart()
-            raise InferenceProblem(Reason("INFERENCE_TIMEOUT", f"{path}: no result within {self.timeout_s:g} s")) from err
+        while True:
+            future = loop.run_in_executor(self._pool, detect_file, detector, path, sha256)
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    return await future, detector.model_hash
+            except TimeoutError as err:
+                self._restart()
+                raise InferenceProblem(Reason("INFERENCE_TIMEOUT", f"{path}: no result within {self.timeout_s:g} s")) from err
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise
+                # Not us: this image was queued behind one that hung, and the restart cancelled the
+                # queue. Submit it again to the fresh worker, with a fresh timeout.
 
     def _restart(self) -> None:
         # A thread cannot be killed; abandon it (it ends when its run returns) and start a fresh one.

@@ -1,18 +1,23 @@
-"""Model swap on the running lane, end to end through the control socket a technician's
-`station model load|rollback|status` uses: verify, warm up, swap between images, roll back, and
-MANUAL_ONLY while the model store cannot be trusted."""
+"""The running lane's model, end to end: swap through the control socket a technician's
+`station model load|rollback|status` uses (verify, warm up, swap between images, roll back,
+MANUAL_ONLY while the model store cannot be trusted), and the inference watchdog."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import shutil
+import threading
 from pathlib import Path
 
+import numpy as np
+
+from station.config import ModelSection
 from station.control import send, socket_path
-from station.daemon import DEFAULT_MODEL, Lane
+from station.daemon import DEFAULT_MODEL, Lane, run_station
+from station.detector import Detection, Detector
 from station.store import Store
-from tests.test_faults import run, stored
+from tests.test_faults import config, run, stored, until
 
 
 def variant(dest: Path, note: str) -> Path:
@@ -91,3 +96,55 @@ def test_models_swap_between_items_a_tampered_one_means_manual_only_and_rollback
     codes = [code for code, _ in alarms]
     assert codes.count("OPERATOR") == 4  # load x3 and rollback are audited (status is not a change)
     assert [c for c in codes if c.startswith("MODEL_")] == ["MODEL_LOAD_FAILED", "MODEL_LOADED", "MODEL_REFUSED", "MODEL_ROLLBACK"]
+
+
+class HangsOnce:
+    """The real detector, except that one image never finishes until released: an onnxruntime
+    call stuck in a driver, which no exception will ever end."""
+
+    def __init__(self, real: Detector) -> None:
+        self.real, self.model_hash, self.manifest = real, real.model_hash, real.manifest
+        self.release, self.calls = threading.Event(), 0
+
+    def detect(self, gray: np.ndarray) -> list[Detection]:
+        self.calls += 1
+        if self.calls == 1:
+            self.release.wait(30)
+        return self.real.detect(gray)
+
+    def is_threat(self, d: Detection) -> bool:
+        return self.real.is_threat(d)
+
+
+def test_a_hung_inference_sends_its_item_to_inspect_and_the_next_items_are_analysed(tmp_path: Path) -> None:
+    marks: dict[str, object] = {}
+
+    async def control(lane: Lane) -> None:
+        await stored(lane, 2)
+        real = lane.models.worker.detector
+        assert real is not None
+        hang = HangsOnce(real)
+        marks["before"] = lane.runtime.items_stored
+        lane.models.worker.detector = hang  # type: ignore[assignment]
+        try:
+            await until(lambda: hang.calls >= 1, why="an image reaching the hung detector")
+            await until(lambda: lane.models.worker.restarts == 1, why="the watchdog restarting the worker")
+            await stored(lane, lane.runtime.items_stored + 4)
+        finally:
+            hang.release.set()
+
+    asyncio_run(config(tmp_path).model_copy(update={"model": ModelSection(timeout_s=0.4)}), control)
+    with Store(tmp_path / "station.db") as store:
+        items = sorted(store.items(), key=lambda r: r["routed_at"])
+    codes = [{x["code"] for x in json.loads(r["reasons"])} for r in items]
+    timed_out = [i for i, c in enumerate(codes) if "INFERENCE_TIMEOUT" in c]
+    assert len(timed_out) == 1 and items[timed_out[0]]["decision"] == "INSPECT"
+    after = items[timed_out[0] + 1 :]
+    assert len(after) >= 3 and all(r["model_hash"] for r in after), "the fresh worker analyses the next scans"
+    assert all("INFERENCE_TIMEOUT" not in c and "DECISION_LATE" not in c for c in codes[timed_out[0] + 1 :])
+
+
+def asyncio_run(cfg: object, control: object) -> None:
+    import asyncio
+
+    asyncio.run(run_station(cfg, simulate=True, control=control))  # type: ignore[arg-type]
