@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from station.config import Config, ConfigError, load_config
 from station.diag import add_diag_commands
+from station.model_tools import add_model_commands
 
 if TYPE_CHECKING:
     from simulator.faults import Fault
@@ -97,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     render.set_defaults(handler=_render)
 
     add_diag_commands(sub)
+    add_model_control_commands(add_model_commands(sub))
     return parser
 
 

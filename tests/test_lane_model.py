@@ -4,16 +4,17 @@ MANUAL_ONLY while the model store cannot be trusted), and the inference watchdog
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import shutil
+import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 
 from station.config import ModelSection
-from station.control import send, socket_path
 from station.daemon import DEFAULT_MODEL, Lane, run_station
 from station.detector import Detection, Detector
 from station.store import Store
@@ -45,23 +46,32 @@ def tampered(dest: Path) -> Path:
 
 def test_models_swap_between_items_a_tampered_one_means_manual_only_and_rollback_restores(tmp_path: Path) -> None:
     new = variant(tmp_path / "models" / "new", "swap-test")
-    bad = tampered(tmp_path / "models" / "bad")
+    tampered(tmp_path / "models" / "bad")
     new_hash = json.loads((new / "manifest.json").read_text())["sha256"]
     replies: dict[str, dict[str, object]] = {}
     marks: dict[str, int] = {}
 
+    async def station_model(*args: str) -> dict[str, object]:
+        """`station model ...` as the technician types it, from the folder the models are in."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "station.cli", "model", *args, "--data-dir", str(tmp_path), cwd=tmp_path / "models",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
+        reply = json.loads(out)
+        assert (proc.returncode == 0) == reply["ok"], err
+        return dict(reply)
+
     async def control(lane: Lane) -> None:
-        sock = socket_path(tmp_path)
         await stored(lane, 3)
-        replies["status"] = await send(sock, "model-status")
-        replies["missing"] = await send(sock, "model-load", path=str(tmp_path / "models" / "nowhere"))
-        replies["new"] = await send(sock, "model-load", timeout=30, path=str(new))
+        replies["status"] = await station_model("status")
+        replies["missing"] = await station_model("load", "nowhere")
+        replies["new"] = await station_model("load", "new")
         marks["new"] = lane.runtime.items_stored
         await stored(lane, marks["new"] + 4)
-        replies["bad"] = await send(sock, "model-load", timeout=30, path=str(bad))
+        replies["bad"] = await station_model("load", "bad")
         marks["bad"] = lane.runtime.items_stored
         await stored(lane, marks["bad"] + 4)
-        replies["rollback"] = await send(sock, "model-rollback")
+        replies["rollback"] = await station_model("rollback")
         marks["rollback"] = lane.runtime.items_stored
         await stored(lane, marks["rollback"] + 4)
 
@@ -145,6 +155,4 @@ def test_a_hung_inference_sends_its_item_to_inspect_and_the_next_items_are_analy
 
 
 def asyncio_run(cfg: object, control: object) -> None:
-    import asyncio
-
     asyncio.run(run_station(cfg, simulate=True, control=control))  # type: ignore[arg-type]
