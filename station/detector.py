@@ -176,8 +176,11 @@ class Detector:
         if gray.ndim != 2 or gray.dtype != np.uint8 or gray.size == 0:
             raise ModelError(f"detector input must be a non-empty 2-D uint8 image, got {gray.dtype} {gray.shape}")
         img, lb = letterbox(gray, self.manifest.input_size, self.manifest.letterbox_pad)
-        x = img.astype(np.float32) * (1.0 / 255.0)
-        return np.ascontiguousarray(np.broadcast_to(x, (1, 3, *x.shape))), lb
+        x = np.empty((1, 3, *img.shape), np.float32)
+        np.multiply(img, np.float32(1.0 / 255.0), out=x[0, 0], casting="unsafe")
+        x[0, 1] = x[0, 0]  # grey replicated to the three channels a YOLO network expects
+        x[0, 2] = x[0, 0]
+        return x, lb
 
     def postprocess(self, out: np.ndarray, lb: Letterbox, thresholds: Mapping[str, float] | None = None) -> list[Detection]:
         """Decode ``[1, 4+nc, N]``: best class per anchor, its threshold, class-wise NMS,

@@ -44,7 +44,7 @@ def gray_from_high(high: np.ndarray) -> np.ndarray:
 
     The mild gamma keeps thin metal visible while dense metal stays near black, so dual-energy
     scans look like single-energy greyscale scans (the detector is trained on this mapping)."""
-    return _GRAY_OF_HIGH[high]
+    return np.take(_GRAY_OF_HIGH, high)  # a 64k lookup table; take() is twice as fast as indexing
 
 
 _GRAY_OF_HIGH = np.clip(255.0 * np.power(np.arange(65536, dtype=np.float64) / 65535.0, _GAMMA) + 0.5, 0, 255).astype(np.uint8)
@@ -149,17 +149,19 @@ def _to_gray(img: np.ndarray) -> tuple[np.ndarray, str]:
     return np.ascontiguousarray(gray), kind
 
 
-def load_image(path: str | Path, max_pixels: int = 50_000_000) -> LoadedImage:
-    """Load a scan for the detector and the console. Raises ImageError, and nothing else,
-    for unreadable, empty, truncated, mislabelled, undecodable or oversized files."""
+def load_image(path: str | Path, max_pixels: int = 50_000_000, data: bytes | None = None) -> LoadedImage:
+    """Load a scan for the detector and the console (``data``: the file's bytes, when the caller
+    has already read them). Raises ImageError, and nothing else, for unreadable, empty,
+    truncated, mislabelled, undecodable or oversized files."""
     p = Path(path)
     want = _EXT_KIND.get(p.suffix.lower())
     if want is None:
         raise ImageError(f"{p}: unsupported extension {p.suffix!r} (expected .xde, .png, .jpg, .tif)")
-    try:
-        data = p.read_bytes()
-    except OSError as err:
-        raise ImageError(f"{p}: cannot read: {err}") from err
+    if data is None:
+        try:
+            data = p.read_bytes()
+        except OSError as err:
+            raise ImageError(f"{p}: cannot read: {err}") from err
     if not data:
         raise ImageError(f"{p}: empty file (0 bytes)")
     got = _sniff(data)

@@ -35,7 +35,7 @@ def detect_file(detector: Detector, path: Path, sha256: str | None = None) -> tu
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256.lower():
         raise InferenceProblem(Reason("IMAGE_ERROR", f"{path}: SHA-256 differs from the scanner's"))
     try:
-        image = load_image(path)
+        image = load_image(path, data=data)
     except ImageError as err:
         raise InferenceProblem(Reason("IMAGE_ERROR", str(err))) from err
     try:
