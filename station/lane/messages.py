@@ -17,6 +17,7 @@ class Reason:
 
     code: str
     detail: str = ""
+    field: str | None = None  # the EAD field a data-quality reason concerns (e.g. "contents[0].hs_code")
 
 
 @dataclass(frozen=True)
