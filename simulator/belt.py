@@ -22,6 +22,7 @@ class Geometry:
     tunnel_end_mm: float = 1300.0
     gate_mm: float = 2500.0
     feed_mm: float = -400.0
+    scale_mm: float = 100.0  # end of the weigh conveyor: an item is weighed as its trailing edge leaves it
 
 
 @dataclass(eq=False)
@@ -31,12 +32,18 @@ class SimItem:
     index: int
     length_mm: float
     lead_mm: float = 0.0
+    weight_kg: float = 0.0
     routed: str | None = None  # CLEAR | INSPECT once the lead reached the gate
     payload: object = None
 
     @property
     def trail_mm(self) -> float:
         return self.lead_mm - self.length_mm
+
+
+@dataclass(frozen=True)
+class Weighed:
+    item: SimItem
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,7 @@ class Departed:
     item: SimItem
 
 
-BeltEvent = ReachedBarcode | EnteredTunnel | LeftTunnel | Routed | Departed
+BeltEvent = Weighed | ReachedBarcode | EnteredTunnel | LeftTunnel | Routed | Departed
 
 
 class Belt:
@@ -179,6 +186,7 @@ class Belt:
         for item in self._items:
             lead0, trail0 = item.lead_mm, item.trail_mm
             crossings: list[tuple[float, float, BeltEvent]] = [
+                (trail0, g.scale_mm, Weighed(item)),
                 (lead0, g.barcode_mm, ReachedBarcode(item)),
                 (lead0, g.tunnel_start_mm, EnteredTunnel(item)),
                 (trail0, g.tunnel_end_mm, LeftTunnel(item)),

@@ -44,7 +44,7 @@ class SimLane:
                  max_items: int | None = None, ead_items: int = 10_000, profile: str = "default") -> None:
         self.config = sim
         self.geometry = b.Geometry(barcode_mm=lane.barcode_mm, tunnel_start_mm=lane.tunnel_start_mm,
-                                   tunnel_end_mm=lane.tunnel_end_mm, gate_mm=lane.gate_mm)
+                                   tunnel_end_mm=lane.tunnel_end_mm, gate_mm=lane.gate_mm, scale_mm=lane.scale_mm)
         self.workdir = workdir
         self.spool_dir = workdir / "spool"
         self.ead_file = workdir / "ead.jsonl"
@@ -160,7 +160,7 @@ class SimLane:
             await asyncio.sleep(float(rng.exponential(0.25 / self.config.item_rate_per_s))
                                 + 0.75 / self.config.item_rate_per_s)
             truth = self.stream.item(index)
-            item = b.SimItem(index=index, length_mm=truth.length_mm, payload=truth)
+            item = b.SimItem(index=index, length_mm=truth.length_mm, weight_kg=truth.weight_kg, payload=truth)
             self.outcomes[index] = Outcome(truth)
             touching = self._take("touching", item)
             while not (self.belt.running and self._place(item, touching)):

@@ -35,7 +35,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from drivers.links import Link, RtuLink, TcpLink
 from drivers.plc import FaultCode
 from drivers.profile import Profile, Value, decode, encode, load_profile
-from simulator.belt import CLEAR, Routed, Belt, BeltEvent
+from simulator.belt import CLEAR, Belt, BeltEvent, Routed, Weighed
 from simulator.ptybridge import PtyBridge
 
 log = logging.getLogger(__name__)
@@ -150,6 +150,7 @@ class SimPlc:
         self.host = host
         self._port = port
         self._gate_position_clear = False  # diverter feedback: where the gate sent the last item
+        self._weight_g, self._weigh_count = 0, 0  # the checkweigher's last weight and how many it weighed
         self.physics_dt = physics_dt
         self.heartbeat_timeout = heartbeat_timeout
         self.on_events = on_events
@@ -347,6 +348,8 @@ class SimPlc:
                 self._set("gate_clear", False)
                 self.belt.gate_clear = False
                 self._gate_position_clear = ev.bin == CLEAR
+            elif isinstance(ev, Weighed) and self.profile.has("weight_g"):
+                self._weight_g, self._weigh_count = round(ev.item.weight_kg * 1000), self._weigh_count + 1
         self._refresh_outputs()
         if server is not None:
             for table, values in self._image.items():
@@ -395,6 +398,9 @@ class SimPlc:
         self._set("fault_code", int(self.fault_code))
         self._set("cleared_count", belt.cleared % 2**32)
         self._set("inspected_count", belt.inspected % 2**32)
+        if self.profile.has("weight_g"):  # a lane with a checkweigher
+            self._set("weight_g", self._weight_g)
+            self._set("weight_seq", self._weigh_count % 2**16)
 
     def value(self, name: str) -> Value:
         """A register as the PLC program last saw it (after the latest scan), in engineering units."""

@@ -40,6 +40,7 @@ class SimTruth:
     s10_valid: bool
     threats: tuple[str, ...]
     length_mm: float
+    weight_kg: float  # what the checkweigher reads: the declared gross weight within 2 % when declared
     has_ead: bool
     image_fault: bool  # the scanner writes a corrupt image for this item
 
@@ -66,18 +67,24 @@ class ItemStream:
         threats: tuple[str, ...] = ()
         if rng.random() < c.threat_share:
             threats = (str(rng.choice(THREAT_CLASSES)),)
-        return SimTruth(
-            index=index, scan_id=f"scan-{index:06d}", barcode=barcode, s10_valid=valid, threats=threats,
-            length_mm=float(rng.uniform(250.0, 450.0)),
-            has_ead=valid and rng.random() >= c.ead_missing_share,
-            image_fault=rng.random() < c.unreadable_image_share,
-        )
+        length_mm = float(rng.uniform(250.0, 450.0))
+        has_ead = valid and rng.random() >= c.ead_missing_share
+        image_fault = rng.random() < c.unreadable_image_share
+        weight_kg = float(rng.uniform(0.3, 5.0))
+        if has_ead and barcode is not None:
+            declared = float(self._record(index, barcode)["total_gross_weight_kg"])  # type: ignore[arg-type]
+            weight_kg = declared * float(rng.uniform(0.98, 1.02))
+        return SimTruth(index=index, scan_id=f"scan-{index:06d}", barcode=barcode, s10_valid=valid, threats=threats,
+                        length_mm=length_mm, weight_kg=weight_kg, has_ead=has_ead, image_fault=image_fault)
 
     def ead_record(self, truth: SimTruth) -> dict[str, object] | None:
         """The CN 23 record central sends for this item (None when it has none)."""
         if not truth.has_ead or truth.barcode is None:
             return None
-        rng = self._rng(truth.index, 1)
+        return self._record(truth.index, truth.barcode)
+
+    def _record(self, index: int, item_id: str) -> dict[str, object]:
+        rng = self._rng(index, 1)
         pieces = []
         for _ in range(int(rng.integers(1, 4))):
             description, hs, weight, value = GOODS[int(rng.integers(0, len(GOODS)))]
@@ -86,14 +93,14 @@ class ItemStream:
                 "description": description, "quantity": quantity,
                 "net_weight_kg": round(float(rng.uniform(*weight)) * quantity, 3),
                 "value": round(float(rng.uniform(*value)) * quantity, 2), "currency": "EUR",
-                "hs_code": hs, "origin_country": truth.barcode[-2:],
+                "hs_code": hs, "origin_country": item_id[-2:],
             })
         net = sum(float(p["net_weight_kg"]) for p in pieces)  # type: ignore[arg-type]
         return {
-            "item_id": truth.barcode,
+            "item_id": item_id,
             "version": 1,
             "sender": {"name": str(rng.choice(NAMES)), "address": f"{int(rng.integers(1, 200))} High Street",
-                       "postcode": f"{int(rng.integers(10000, 99999))}", "country": truth.barcode[-2:]},
+                       "postcode": f"{int(rng.integers(10000, 99999))}", "country": item_id[-2:]},
             "addressee": {"name": str(rng.choice(NAMES)), "address": f"{int(rng.integers(1, 200))} Station Road",
                           "postcode": f"{int(rng.integers(10000, 99999))}", "country": "GB"},
             "category": str(rng.choice(["gift", "sale_of_goods", "commercial_sample"])),
@@ -101,6 +108,6 @@ class ItemStream:
             "total_gross_weight_kg": round(net + float(rng.uniform(0.1, 0.4)), 3),
             "total_value": round(sum(float(p["value"]) for p in pieces), 2),  # type: ignore[arg-type]
             "currency": "EUR",
-            "declared_at": (self.epoch + timedelta(minutes=truth.index)).isoformat(),
+            "declared_at": (self.epoch + timedelta(minutes=index)).isoformat(),
         }
 

@@ -38,6 +38,7 @@ class LaneSection(Section):
     """Belt geometry in millimetres from the entry photo-eye, and the timing the lane logic keeps."""
 
     belt_speed_mm_s: float = Field(1000.0, gt=0, le=3000, description="Belt speed set-point.")
+    scale_mm: Mm = Field(100.0, description="End of the checkweigher's weigh conveyor: an item is weighed as its trailing edge leaves it.")
     barcode_mm: Mm = Field(250.0, description="Barcode reader position.")
     tunnel_start_mm: Mm = Field(500.0, description="Scanner tunnel entrance.")
     tunnel_end_mm: Mm = Field(1300.0, description="Scanner tunnel exit (exit photo-eye).")
@@ -54,6 +55,8 @@ class LaneSection(Section):
     def _ordered(self) -> LaneSection:
         if not (0 < self.barcode_mm < self.tunnel_start_mm < self.tunnel_end_mm < self.gate_mm):
             raise ValueError("positions must increase: 0 < barcode_mm < tunnel_start_mm < tunnel_end_mm < gate_mm")
+        if not 0 < self.scale_mm < self.tunnel_start_mm:
+            raise ValueError("scale_mm must lie between the entry eye (0) and tunnel_start_mm")
         return self
 
 

@@ -146,6 +146,17 @@ def test_results_and_alerts_reach_the_broker(lane_run: tuple) -> None:
     assert sample["site"] == "TEST" and sample["lane"] == "L1"
 
 
+def test_the_checkweigher_weight_reaches_the_right_item(lane_run: tuple) -> None:
+    """The scale latches a weight per item; the station binds it by belt position to that item."""
+    _, _, config, messages = lane_run
+    stream = ItemStream(load_config(config).simulator)
+    truth = {t.scan_id: t for t in (stream.item(i) for i in range(ITEMS))}
+    weighed = [m for m in messages["result"] if m["weight_kg"] is not None]
+    assert len(weighed) == ITEMS, "every item on a lane with a scale is weighed"
+    for m in weighed:
+        assert abs(m["weight_kg"] - truth[m["scan_id"]].weight_kg) <= 0.0005, m
+
+
 def test_the_lane_runs_unchanged_on_another_register_map(tmp_path: Path) -> None:
     """drivers/profiles/compact.toml: other addresses, another unit id, low-word-first counters."""
     config = tmp_path / "station.toml"

@@ -37,6 +37,7 @@ class Track:
     track_id: int
     entry_mm: float  # encoder reading when the leading edge reached the entry eye
     length_mm: float | None = None
+    weight_kg: float | None = None  # from the checkweigher, when the lane has one
     barcode: str | None = None
     barcode_state: str = "pending"  # pending | read | noread | missing
     item_id: str | None = None
@@ -149,6 +150,21 @@ class LaneCore:
             self._next_id += 1
         if rose("gate_eye"):
             self._route(snap.t, enc, out)
+        if before and "weight_seq" in now and now["weight_seq"] != before.get("weight_seq"):
+            self._on_weighed(float(now["weight_g"]) / 1000.0, enc, out)
+
+    def _on_weighed(self, kg: float, enc: float, out: list[m.Command]) -> None:
+        """The checkweigher latched a weight as an item's trailing edge left it: that item's."""
+        def off_scale(tr: Track) -> float:
+            return abs(tr.lead(enc) - (tr.length_mm or 0.0) - self.lane.scale_mm)
+
+        near = [tr for tr in self.tracks if tr.weight_kg is None and tr.length_mm is not None
+                and off_scale(tr) <= self.lane.read_window_mm]
+        track = min(near, key=off_scale, default=None)
+        if track is None:
+            out.append(m.Alarm("UNMATCHED_WEIGHT", f"the scale weighed {kg:.3f} kg with no tracked item leaving it"))
+            return
+        track.weight_kg = kg
 
     def _after_blackout(self, t: float, enc: float, out: list[m.Command]) -> None:
         """Items that crossed the gate while the PLC link was down went somewhere we did not see."""
@@ -402,6 +418,6 @@ class LaneCore:
             decision=track.decision.decision, routed=routed,  # type: ignore[arg-type]
             score=track.decision.score, reasons=track.decision.reasons, detections=track.detections,
             ead_status=ead_status, ead_version=track.ead_version,  # type: ignore[arg-type]
-            rules_version=track.decision.rules_version, model_hash=track.model_hash,
+            rules_version=track.decision.rules_version, model_hash=track.model_hash, weight_kg=track.weight_kg,
             image_ready_t=track.image_ready_t, decided_t=track.decided_t,
         )

@@ -173,6 +173,7 @@ class ItemRouted:
     ead_version: int | None
     rules_version: str
     model_hash: str | None  # None: no model looked at the image (MANUAL_ONLY, no image, image error)
+    weight_kg: float | None  # what the checkweigher read; None: no scale, or not weighed
     image_ready_t: float | None  # when the scanner said the image was written
     decided_t: float | None
 

@@ -224,6 +224,7 @@ def result_payload(row: ItemRow, item: m.ItemRouted, topics: Topics) -> dict[str
         "detections": [{"label": d.label, "score": round(d.score, 4), "threat": d.threat,
                         "box": [round(v, 1) for v in d.box]} for d in item.detections],
         "ead": {"status": row.ead_status, "version": row.ead_version},
+        "weight_kg": None if item.weight_kg is None else round(item.weight_kg, 3),
         "model_hash": row.model_hash,
         "rules_version": row.rules_version,
         "decision_latency_ms": None if row.decision_latency_ms is None else round(row.decision_latency_ms, 2),

@@ -34,7 +34,7 @@ def test_default_profile_loads_with_the_documented_map() -> None:
     assert p.by_name("estop_reset").pulse
     # one request per table: the default map has no gaps
     assert p.groups() == [
-        Group("coil", 0, 3), Group("discrete", 0, 6), Group("holding", 0, 2), Group("input", 0, 8),
+        Group("coil", 0, 3), Group("discrete", 0, 6), Group("holding", 0, 2), Group("input", 0, 11),
     ]
 
 

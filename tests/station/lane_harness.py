@@ -49,7 +49,8 @@ class VirtualLane:
     physics_dt: float = 0.004
 
     def __post_init__(self) -> None:
-        g = Geometry(self.lane.barcode_mm, self.lane.tunnel_start_mm, self.lane.tunnel_end_mm, self.lane.gate_mm)
+        g = Geometry(self.lane.barcode_mm, self.lane.tunnel_start_mm, self.lane.tunnel_end_mm, self.lane.gate_mm,
+                     scale_mm=self.lane.scale_mm)
         self.belt = Belt(g)
         self.core = LaneCore(self.lane)
         self.t = 0.0
