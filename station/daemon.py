@@ -32,7 +32,7 @@ from station.lane import messages as m
 from station.lane.core import LaneCore, LaneState
 from station.lane.runtime import LaneRuntime
 from station.model_swap import ModelSwitch
-from station.mqtt_link import OutboxPublisher, Topics
+from station.mqtt_link import CentralLink, Topics
 from station.store import Store
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class Lane:
 
     runtime: LaneRuntime
     store: Store
-    publisher: OutboxPublisher
+    central: CentralLink
     scanner: Scanner
     barcode: BarcodeReader
     models: ModelSwitch
@@ -127,10 +127,10 @@ async def run_station(config: Config, *, simulate: bool = False, items: int | No
         scanner = await stack.enter_async_context(Scanner(scanner_port, baudrate=config.scanner.baudrate))
         barcode = await stack.enter_async_context(BarcodeReader(barcode_port, baudrate=config.barcode.baudrate))
         topics = Topics(config.station.site, config.station.lane)
-        publisher = OutboxPublisher(store, config.mqtt, config.mqtt.client_id or f"station-{topics.site}-{topics.lane}")
+        central = CentralLink(store, config.mqtt, config.mqtt.client_id or f"station-{topics.site}-{topics.lane}")
         core = LaneCore(config.lane, manual_only=detector is None)
         runtime = LaneRuntime(core, store, topics, plc=plc, spool_dir=spool_dir, images_dir=data_dir / "images",
-                              worker=worker, on_stored=publisher.notify)
+                              worker=worker, on_stored=central.notify)
         stack.push_async_callback(runtime.aclose)
         models = ModelSwitch(worker, runtime, threads=config.model.threads, why_none=why)
         await stack.enter_async_context(ControlServer(runtime, models, socket_path(data_dir)))
@@ -141,12 +141,12 @@ async def run_station(config: Config, *, simulate: bool = False, items: int | No
         try:
             async with asyncio.TaskGroup() as tasks:
                 for job in (runtime.pump_plc(), runtime.pump_writes(), runtime.pump_scanner(scanner),
-                            runtime.pump_barcode(barcode), runtime.tick(), publisher.run()):
+                            runtime.pump_barcode(barcode), runtime.tick(), central.run()):
                     tasks.create_task(job)
                 if simulate or config.lane.auto_start:
                     tasks.create_task(_start_when_ready(runtime, result))
                 if control is not None:
-                    await control(Lane(runtime, store, publisher, scanner, barcode, models, sim))
+                    await control(Lane(runtime, store, central, scanner, barcode, models, sim))
                 else:
                     await asyncio.Event().wait()  # until cancelled (Ctrl-C)
                 # Raised in the group's body (not in a child), so the group cancels the rest and the
@@ -157,7 +157,7 @@ async def run_station(config: Config, *, simulate: bool = False, items: int | No
         result.sim_outcomes = dict(sim.outcomes) if sim else {}
         result.alarms = dict(runtime.alarms)
         result.outbox_left = store.outbox_count()
-        result.published = publisher.published
+        result.published = central.published
     return result
 
 
@@ -181,7 +181,7 @@ async def _stop_after(lane: Lane, items: int, grace_s: float = 10.0) -> None:
     except TimeoutError:
         log.error("only %d of %d items stored %.0f s after the last left the belt", runtime.items_stored, items, grace_s)
     runtime.dispatch(m.Operator(time.monotonic(), "stop"))
-    if lane.publisher.health.state is HealthState.UP:  # give a connected broker the backlog before we go
+    if lane.central.health.state is HealthState.UP:  # give a connected broker the backlog before we go
         try:
             async with asyncio.timeout(grace_s):
                 while store.outbox_count():

@@ -1,9 +1,14 @@
-"""The central link: drains the store's outbox to the MQTT broker at QoS 1, in order.
+"""The central link: one MQTT session with central systems, persistent (clean_session off).
 
-The station never waits on the broker: items are written to the outbox with their results, and this
-task publishes them whenever a broker is reachable. A message leaves the outbox only when the broker
-has acknowledged it (PUBACK), so a crash or an outage loses nothing; a message published twice keeps
-its `msg_id`, so consumers can drop the duplicate.
+Out: drains the store's outbox to the broker at QoS 1, in order. The station never waits on the
+broker: items are written to the outbox with their results, and this task publishes them whenever a
+broker is reachable. A message leaves the outbox only when the broker has acknowledged it (PUBACK),
+so a crash or an outage loses nothing; a message published twice keeps its `msg_id`, so consumers
+can drop the duplicate.
+
+In: subscriptions at QoS 1 on the same session (EAD records on `ead/v1/{site}/records`), so that the
+broker keeps what central sent while the station was away and delivers it on reconnect. Each
+message goes to its handler, which must not raise: a bad message is the handler's to report.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import logging
 import random
 import ssl
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import aiomqtt
@@ -43,13 +49,27 @@ class Topics:
     def alert(self) -> str:
         return f"{self.root}/items/alert"
 
+    @property
+    def ead_records(self) -> str:
+        return f"ead/v1/{self.site}/records"
 
-class OutboxPublisher:
-    def __init__(self, store: Store, config: MqttSection, client_id: str, backoff: tuple[float, float] = (0.2, 5.0)):
+    @property
+    def ead_quality(self) -> str:
+        return f"{self.root}/ead/quality"
+
+
+Handler = Callable[[str, bytes], None]  # (topic, payload)
+
+
+class CentralLink:
+    def __init__(self, store: Store, config: MqttSection, client_id: str, backoff: tuple[float, float] = (0.2, 5.0),
+                 subscriptions: Mapping[str, Handler] | None = None):
         self.store = store
         self.config = config
         self.client_id = client_id
         self.backoff = backoff
+        self.subscriptions = dict(subscriptions or {})
+        self.received = 0
         self.health = DeviceHealth("mqtt", HealthState.DOWN if not config.host else HealthState.CONNECTING,
                                    detail="no broker configured: messages stay in the outbox" if not config.host else "")
         self.published = 0
@@ -66,9 +86,12 @@ class OutboxPublisher:
         while True:
             try:
                 async with self._client() as client:
+                    for topic in self.subscriptions:
+                        await client.subscribe(topic, qos=1)
+                    reraise_lost_cancel()
                     self.health = self.health.ok(f"connected to {self.config.host}:{self.config.port}")
                     delay = self.backoff[0]
-                    await self._drain_forever(client)
+                    await self._serve(client)
             except aiomqtt.MqttError as err:
                 if self.health.state is not HealthState.DOWN:
                     log.warning("MQTT link to %s:%s down: %s", self.config.host, self.config.port, err)
@@ -86,6 +109,27 @@ class OutboxPublisher:
             username=self.config.username, password=self.config.password, tls_params=tls,
             keepalive=self.config.keepalive_s, clean_session=False, timeout=10,
         )
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        """Publish and receive on one connection until either side fails (MqttError), then stop both."""
+        tasks = [asyncio.create_task(self._drain_forever(client)), asyncio.create_task(self._receive_forever(client))]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            task.result()  # the MqttError that ended it (or a bug, which must not be swallowed)
+        raise aiomqtt.MqttError("the connection's message stream ended")
+
+    async def _receive_forever(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            topic = str(message.topic)
+            handler = next((h for pattern, h in self.subscriptions.items() if message.topic.matches(pattern)), None)
+            if handler is not None and isinstance(message.payload, bytes | bytearray):
+                self.received += 1
+                handler(topic, bytes(message.payload))
 
     async def _drain_forever(self, client: aiomqtt.Client) -> None:
         while True:

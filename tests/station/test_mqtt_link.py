@@ -1,4 +1,4 @@
-"""The outbox publisher against a real Mosquitto broker: order, acknowledgement, outages."""
+"""The central link against a real Mosquitto broker: order, acknowledgement, outages, subscriptions."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import aiomqtt
 
 from drivers.health import HealthState
 from station.config import MqttSection
-from station.mqtt_link import OutboxPublisher
+from station.mqtt_link import CentralLink
 from station.store import OutboxMessage, Store
 from tests.conftest import Broker
 
@@ -18,7 +18,7 @@ from tests.conftest import Broker
 async def collect(broker: Broker, topic: str, count: int, ready: asyncio.Event, timeout: float = 20) -> list[str]:
     """Central's side: a persistent QoS 1 subscription, so nothing published while it is away is lost."""
     got: list[str] = []
-    async with aiomqtt.Client(broker.host, broker.port, identifier="test-central", clean_session=False) as client:
+    async with aiomqtt.Client(broker.host, broker.port, identifier="test-consumer", clean_session=False) as client:
         await client.subscribe(topic, qos=1)
         ready.set()
         try:
@@ -43,14 +43,14 @@ def test_backlog_is_published_in_order_and_removed_once_acknowledged(tmp_path: P
             ready = asyncio.Event()
             receiver = asyncio.create_task(collect(broker, "screening/#", 500, ready))
             await ready.wait()
-            publisher = OutboxPublisher(store, MqttSection(host=broker.host, port=broker.port), "station-test")
-            task = asyncio.create_task(publisher.run())
+            central = CentralLink(store, MqttSection(host=broker.host, port=broker.port), "station-test")
+            task = asyncio.create_task(central.run())
             got = await receiver
             assert [json.loads(p)["n"] for p in got] == list(range(500))
             async with asyncio.timeout(5):
                 while store.outbox_count():
                     await asyncio.sleep(0.01)
-            assert publisher.published == 500 and publisher.health.state is HealthState.UP
+            assert central.published == 500 and central.health.state is HealthState.UP
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
@@ -59,7 +59,7 @@ def test_backlog_is_published_in_order_and_removed_once_acknowledged(tmp_path: P
 
 def test_station_runs_with_the_broker_down_and_publishes_when_it_appears(tmp_path: Path, broker: Broker) -> None:
     async def subscribe_once() -> None:
-        async with aiomqtt.Client(broker.host, broker.port, identifier="test-central", clean_session=False) as c:
+        async with aiomqtt.Client(broker.host, broker.port, identifier="test-consumer", clean_session=False) as c:
             await c.subscribe("screening/#", qos=1)
 
     asyncio.run(subscribe_once())
@@ -67,15 +67,15 @@ def test_station_runs_with_the_broker_down_and_publishes_when_it_appears(tmp_pat
 
     async def main() -> None:
         with Store(tmp_path / "s.db") as store:
-            publisher = OutboxPublisher(store, MqttSection(host=broker.host, port=broker.port), "station-test",
+            central = CentralLink(store, MqttSection(host=broker.host, port=broker.port), "station-test",
                                         backoff=(0.05, 0.2))
-            task = asyncio.create_task(publisher.run())
+            task = asyncio.create_task(central.run())
             store.enqueue(messages(20))
-            publisher.notify()
+            central.notify()
             async with asyncio.timeout(5):
-                while "link" not in publisher.health.errors:
+                while "link" not in central.health.errors:
                     await asyncio.sleep(0.01)
-            assert publisher.health.state is HealthState.DOWN and store.outbox_count() == 20
+            assert central.health.state is HealthState.DOWN and store.outbox_count() == 20
             await asyncio.to_thread(broker.start)
             ready = asyncio.Event()
             got = await collect(broker, "screening/#", 20, ready)
@@ -93,9 +93,42 @@ def test_no_broker_configured_keeps_messages(tmp_path: Path) -> None:
     async def main() -> None:
         with Store(tmp_path / "s.db") as store:
             store.enqueue(messages(3))
-            publisher = OutboxPublisher(store, MqttSection(host=""), "station-test")
-            await asyncio.wait_for(publisher.run(), 1)  # returns at once: nothing to connect to
+            central = CentralLink(store, MqttSection(host=""), "station-test")
+            await asyncio.wait_for(central.run(), 1)  # returns at once: nothing to connect to
             assert store.outbox_count() == 3
-            assert "no broker configured" in publisher.health.detail
+            assert "no broker configured" in central.health.detail
 
     asyncio.run(main())
+
+
+def test_subscriptions_share_the_persistent_session_so_nothing_sent_while_away_is_lost(tmp_path: Path, broker: Broker) -> None:
+    """Central publishes EAD records at QoS 1; those sent while the station is down arrive when it returns."""
+    got: list[tuple[str, bytes]] = []
+
+    async def central_sends(*payloads: bytes) -> None:
+        async with aiomqtt.Client(broker.host, broker.port, identifier="test-central") as client:
+            for payload in payloads:
+                await client.publish("ead/v1/S/records", payload, qos=1)
+
+    async def station_until(count: int, store: Store) -> None:
+        link = CentralLink(store, MqttSection(host=broker.host, port=broker.port), "station-test",
+                           subscriptions={"ead/v1/S/records": lambda topic, payload: got.append((topic, payload))})
+        task = asyncio.create_task(link.run())
+        try:
+            async with asyncio.timeout(10):
+                while link.health.state is not HealthState.UP or len(got) < count:
+                    await asyncio.sleep(0.01)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def main() -> None:
+        with Store(tmp_path / "s.db") as store:
+            await station_until(0, store)  # first connection: the broker now keeps the session
+            await central_sends(b"one", b"two")  # the station is away
+            await station_until(2, store)
+            await central_sends(b"three")  # acknowledged by the broker, which keeps it for our session
+            await station_until(3, store)
+
+    asyncio.run(main())
+    assert got == [("ead/v1/S/records", b"one"), ("ead/v1/S/records", b"two"), ("ead/v1/S/records", b"three")]
