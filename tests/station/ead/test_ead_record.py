@@ -6,11 +6,19 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from station.ead.importer import import_ead_file
-from station.ead.record import BadLine, EadRecord, parse_record, read_jsonl
+from station.ead.record import (
+    BadLine,
+    EadRecord,
+    RecordInvalid,
+    parse_json_record,
+    parse_record,
+    read_jsonl,
+)
 from station.store import Store
 
 
@@ -35,14 +43,33 @@ def test_a_good_record_parses() -> None:
 
 
 def test_errors_name_the_field() -> None:
-    bad = record_dict(category="bribe")
-    bad["contents"][0]["currency"] = "euro"
-    try:
+    bad = record_dict(category="bribe", colour="red")
+    bad["contents"][0]["quantity"] = "2"  # strict: a string is not a quantity
+    with pytest.raises(RecordInvalid) as caught:
         parse_record(bad)
-    except ValueError as err:
-        assert "category" in str(err) and "contents.0.currency" in str(err)
-    else:
-        raise AssertionError("a bad record was accepted")
+    assert {field for field, _ in caught.value.problems} == {"category", "colour", "contents[0].quantity"}
+    assert "contents[0].quantity" in str(caught.value)
+
+
+def test_an_incomplete_record_is_still_a_record() -> None:
+    """Empty or missing fields customs needs are findings (EAD_INCOMPLETE), not a reason to drop the data."""
+    record = parse_record({"item_id": "RR473124829GB", "sender": {"country": "UK"}, "contents": [{}]})
+    assert record.sender.name == "" and record.contents[0].value is None and record.category is None
+
+
+@pytest.mark.parametrize(("value", "field", "words"), [
+    ([1, 2], "record", "not a JSON object but an array"),
+    ("RR473124829GB", "record", "not a JSON object but a string"),
+    ({}, "item_id", "Field required"),
+    ({"item_id": ""}, "item_id", "at least 1 character"),
+    (record_dict(declared_at="2026-11-28T10:00:00"), "declared_at", "timezone"),
+    (record_dict(total_value=float("inf")), "total_value", "finite"),
+    (record_dict(version=True), "version", "integer"),
+])
+def test_what_cannot_be_a_record(value: object, field: str, words: str) -> None:
+    with pytest.raises(RecordInvalid) as caught:
+        parse_record(value)
+    assert [(f, words in m) for f, m in caught.value.problems] == [(field, True)]
 
 
 def test_import_reports_bad_lines_and_keeps_going(tmp_path: Path) -> None:
@@ -72,8 +99,10 @@ json_values = st.recursive(
 def test_parser_never_crashes_and_names_a_field(value: object) -> None:
     try:
         record = parse_record(value)
-    except ValueError as err:
-        assert str(err) and ":" in str(err)
+    except RecordInvalid as err:
+        assert err.problems and all(field and message for field, message in err.problems)
+        top = set(EadRecord.model_fields) | {"record"} | (set(value) if isinstance(value, dict) else set())
+        assert all(field in top or field.split(".")[0].split("[")[0] in top for field, _ in err.problems)
     else:
         assert isinstance(record, EadRecord)
 
@@ -84,3 +113,17 @@ def test_reading_arbitrary_bytes_never_raises(tmp_path_factory: Any, data: bytes
     path.write_bytes(data)
     for outcome in read_jsonl(path):
         assert isinstance(outcome, (EadRecord, BadLine))
+
+
+@pytest.mark.parametrize(("payload", "words"), [
+    (b"\xc3\x28{}", "not UTF-8"), (b"{", "not JSON"), (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b"null", "not a JSON object but null"), (b'{"item_id": 5}', "valid string"),
+])
+def test_a_payload_that_is_not_a_record_raises_only_record_invalid(payload: bytes, words: str) -> None:
+    with pytest.raises(RecordInvalid) as caught:
+        parse_json_record(payload)
+    assert words in str(caught.value) and all(field for field, _ in caught.value.problems)
+
+
+def test_a_json_payload_that_is_a_record_parses() -> None:
+    assert parse_json_record(json.dumps(record_dict()).encode()).item_id == "RR473124829GB"
