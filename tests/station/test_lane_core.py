@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from station.ead.s10 import make_s10
 from station.lane import messages as m
-from station.lane.core import LaneState
+from station.lane.core import LaneCore, LaneState
+from station.risk import Decision, Evidence, decide
+from station.rules import load_rules
 from tests.station.lane_harness import Parcel, VirtualLane
+
+Decide = Callable[[Evidence], Decision]
+# The lane must behave the same with the built-in rules and with the default rules file that replaces them.
+DECIDERS = pytest.mark.parametrize("decide_fn", [decide, load_rules().decide], ids=["builtin", "default-rules"])
 
 
 def ids(n: int) -> list[str]:
@@ -19,17 +28,25 @@ def codes(item: m.ItemRouted) -> set[str]:
     return {r.code for r in item.reasons}
 
 
-def run(parcels: list[Parcel], gaps: list[float] | None = None, seconds: float | None = None) -> VirtualLane:
-    lane = VirtualLane()
+def deciding_with(lane: VirtualLane, decide_fn: Decide) -> VirtualLane:
+    """The lane, its core deciding with `decide_fn` (before it has seen anything)."""
+    lane.core = LaneCore(lane.lane, decide_fn=decide_fn)
+    return lane
+
+
+def run(parcels: list[Parcel], gaps: list[float] | None = None, seconds: float | None = None,
+        decide_fn: Decide = decide) -> VirtualLane:
+    lane = deciding_with(VirtualLane(), decide_fn)
     lane.start()
     lane.add_parcels(parcels, gaps or [300.0] * len(parcels))
     lane.run_until(seconds or 4.0 + 0.8 * len(parcels))
     return lane
 
 
-def test_clean_items_are_cleared_and_threats_inspected() -> None:
+@DECIDERS
+def test_clean_items_are_cleared_and_threats_inspected(decide_fn: Decide) -> None:
     parcels = [Parcel(300, code, threat=(i % 3 == 0)) for i, code in enumerate(ids(9))]
-    lane = run(parcels)
+    lane = run(parcels, decide_fn=decide_fn)
     assert len(lane.routed) == 9
     for item, outcome in zip(lane.routed, (lane.outcomes[i] for i in range(9))):
         expected = "INSPECT" if outcome.parcel.threat else "CLEAR"
@@ -39,11 +56,12 @@ def test_clean_items_are_cleared_and_threats_inspected() -> None:
     assert not [a for a in lane.alarms if a.code in ("MISROUTED", "UNTRACKED_ITEM")]
 
 
-def test_identity_and_ead_problems_send_items_to_inspect() -> None:
+@DECIDERS
+def test_identity_and_ead_problems_send_items_to_inspect(decide_fn: Decide) -> None:
     good = ids(4)
     bad_check = good[1][:10] + str((int(good[1][10]) + 1) % 10) + good[1][11:]
     parcels = [Parcel(300, good[0]), Parcel(300, bad_check), Parcel(300, None), Parcel(300, good[3], has_ead=False)]
-    lane = run(parcels)
+    lane = run(parcels, decide_fn=decide_fn)
     assert [r.decision for r in lane.routed] == ["CLEAR", "INSPECT", "INSPECT", "INSPECT"]
     assert "S10_INVALID" in codes(lane.routed[1])
     assert "NO_READ" in codes(lane.routed[2])
@@ -51,11 +69,12 @@ def test_identity_and_ead_problems_send_items_to_inspect() -> None:
     assert [lane.outcomes[i].bin for i in range(4)] == ["CLEAR", "INSPECT", "INSPECT", "INSPECT"]
 
 
-def test_late_or_failed_inference_goes_to_inspect() -> None:
+@DECIDERS
+def test_late_or_failed_inference_goes_to_inspect(decide_fn: Decide) -> None:
     parcels = [Parcel(300, c) for c in ids(3)]
     parcels[1].inference_s = 5.0  # far past the gate deadline
     parcels[2].inference_fails = True
-    lane = run(parcels)
+    lane = run(parcels, decide_fn=decide_fn)
     assert [r.decision for r in lane.routed] == ["CLEAR", "INSPECT", "INSPECT"]
     assert "DECISION_LATE" in codes(lane.routed[1])
     assert "IMAGE_ERROR" in codes(lane.routed[2])
@@ -140,6 +159,7 @@ parcel_strategy = st.builds(
 )
 
 
+@DECIDERS
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     parcels=st.lists(parcel_strategy, min_size=1, max_size=12),
@@ -148,13 +168,13 @@ parcel_strategy = st.builds(
     estop_at=st.one_of(st.none(), st.floats(0.5, 6.0)),
     write_latency=st.one_of(st.just(0.004), st.floats(0.001, 0.15)),  # a loaded PLC link: writes land late
 )
-def test_lane_invariants(parcels: list[Parcel], gaps: list[float], speed: float, estop_at: float | None,
-                         write_latency: float) -> None:
+def test_lane_invariants(decide_fn: Decide, parcels: list[Parcel], gaps: list[float], speed: float,
+                         estop_at: float | None, write_latency: float) -> None:
     unique = ids(len(parcels))
     for i, parcel in enumerate(parcels):
         parcel.barcode = unique[i] if parcel.barcode is not None else None
-    lane = VirtualLane(lane=VirtualLane().lane.model_copy(update={"belt_speed_mm_s": speed}),
-                       write_latency_s=write_latency)
+    lane = deciding_with(VirtualLane(lane=VirtualLane().lane.model_copy(update={"belt_speed_mm_s": speed}),
+                                     write_latency_s=write_latency), decide_fn)
     lane.start()
     lane.add_parcels(parcels, gaps)
     if estop_at is not None:
