@@ -22,6 +22,7 @@ import numpy as np
 
 from drivers.xde import MAGIC, encode_xde
 from simulator import belt as b
+from simulator.central import CentralFeed
 from simulator.faults import COUNTED, Fault
 from simulator.plc import SimPlc
 from simulator.serial_devices import SimBarcode, SimScanner
@@ -39,10 +40,14 @@ class Outcome:
     faults: list[str] = field(default_factory=list)  # injected faults that hit this item
 
 
+LATE_EAD_S = 0.5  # a late declaration reaches central this long after its item passed the gate
+
 class SimLane:
     def __init__(self, sim: SimulatorSection, lane: LaneSection, workdir: Path, *, plc_port: int = 0,
-                 max_items: int | None = None, ead_items: int = 10_000, profile: str = "default") -> None:
+                 max_items: int | None = None, ead_items: int = 10_000, profile: str = "default",
+                 central: CentralFeed | None = None) -> None:
         self.config = sim
+        self.central = central  # EAD over MQTT, as central sends it; None: an EAD file for the station to import
         self.geometry = b.Geometry(barcode_mm=lane.barcode_mm, tunnel_start_mm=lane.tunnel_start_mm,
                                    tunnel_end_mm=lane.tunnel_end_mm, gate_mm=lane.gate_mm, scale_mm=lane.scale_mm)
         self.workdir = workdir
@@ -69,7 +74,10 @@ class SimLane:
 
     async def __aenter__(self) -> SimLane:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
-        self._write_ead()
+        if self.central is None:
+            self._write_ead()
+        else:
+            await self._stack.enter_async_context(self.central)
         self.plc = await self._stack.enter_async_context(
             SimPlc(self.belt, port=self.plc_port, on_events=self._on_events, profile=self.profile))
         self.scanner = await self._stack.enter_async_context(SimScanner())
@@ -165,6 +173,9 @@ class SimLane:
             touching = self._take("touching", item)
             while not (self.belt.running and self._place(item, touching)):
                 await asyncio.sleep(0.002 if touching else 0.01)
+            record = self.stream.ead_record(truth)
+            if self.central is not None and record is not None and not truth.ead_late:
+                await self.central.send(record)  # central has it before the item reaches the reader
             index += 1
 
     def _place(self, item: b.SimItem, touching: bool) -> bool:
@@ -198,6 +209,10 @@ class SimLane:
             elif isinstance(ev, b.Routed):
                 self.outcomes[ev.item.index].bin = ev.bin
                 self.routed += 1
+                truth = ev.item.payload  # type: ignore[assignment]
+                record = self.stream.ead_record(truth)
+                if self.central is not None and record is not None and truth.ead_late:
+                    self.central.send_later(record, LATE_EAD_S)  # after the station has stored the item
                 if self.max_items is not None and self.routed >= self.max_items:
                     self.all_routed.set()
 

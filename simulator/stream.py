@@ -11,23 +11,16 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
+from simulator.ead_feed import DEFECTS, make_record
 from simulator.xray import THREAT_CLASSES
 from station.config import SimulatorSection
 from station.ead.s10 import make_s10
 
 SERVICES = ("RR", "RX", "CP", "CX", "EE", "LX", "UA")
 COUNTRIES = ("GB", "FR", "DE", "NL", "CN", "US", "JP", "CH", "IT", "ES", "PL", "CA")
-GOODS = (  # description, HS code, net weight range kg, value range
-    ("cotton T-shirts", "610910", (0.2, 1.0), (10, 60)),
-    ("paperback novels", "490199", (0.3, 2.0), (8, 40)),
-    ("wireless headphones", "851830", (0.2, 0.5), (30, 200)),
-    ("leather shoes", "640399", (0.6, 1.5), (40, 150)),
-    ("ceramic mug", "691200", (0.3, 0.8), (5, 25)),
-    ("USB cables", "854442", (0.1, 0.4), (5, 20)),
-    ("children's toy car", "950300", (0.2, 1.0), (10, 50)),
-    ("phone case", "392690", (0.05, 0.2), (5, 30)),
-)
-NAMES = ("A. Martin", "J. Smith", "L. Chen", "M. Rossi", "K. Tanaka", "S. Novak", "P. Dubois", "E. Garcia")
+# Declaration defects central's feed carries (simulator/ead_feed.py); a wrong S10 in the record itself is
+# left out: the record would name another item, which the lane sees as a missing declaration.
+FEED_DEFECTS = tuple(d for d in DEFECTS if d != "s10_invalid")
 
 
 @dataclass(frozen=True)
@@ -40,8 +33,10 @@ class SimTruth:
     s10_valid: bool
     threats: tuple[str, ...]
     length_mm: float
-    weight_kg: float  # what the checkweigher reads: the declared gross weight within 2 % when declared
+    weight_kg: float  # what the checkweigher reads
     has_ead: bool
+    ead_late: bool  # central sends the declaration only after the item has passed the gate
+    ead_defect: str | None  # a simulator/ead_feed.py DEFECTS name: what is wrong with the declaration
     image_fault: bool  # the scanner writes a corrupt image for this item
 
 
@@ -70,44 +65,21 @@ class ItemStream:
         length_mm = float(rng.uniform(250.0, 450.0))
         has_ead = valid and rng.random() >= c.ead_missing_share
         image_fault = rng.random() < c.unreadable_image_share
+        ead_late = has_ead and rng.random() < c.ead_late_share
         weight_kg = float(rng.uniform(0.3, 5.0))
-        if has_ead and barcode is not None:
-            declared = float(self._record(index, barcode)["total_gross_weight_kg"])  # type: ignore[arg-type]
-            weight_kg = declared * float(rng.uniform(0.98, 1.02))
+        ead_defect = None
+        if has_ead and rng.random() < c.ead_defect_share:
+            choices = [d for d in FEED_DEFECTS if threats or d != "content_mismatch"]
+            ead_defect = choices[int(rng.integers(len(choices)))]
         return SimTruth(index=index, scan_id=f"scan-{index:06d}", barcode=barcode, s10_valid=valid, threats=threats,
-                        length_mm=length_mm, weight_kg=weight_kg, has_ead=has_ead, image_fault=image_fault)
+                        length_mm=length_mm, weight_kg=weight_kg, has_ead=has_ead, ead_late=ead_late,
+                        ead_defect=ead_defect, image_fault=image_fault)
 
     def ead_record(self, truth: SimTruth) -> dict[str, object] | None:
-        """The CN 23 record central sends for this item (None when it has none)."""
+        """The CN 23 record central sends for this item (None when it has none): one that agrees with
+        the parcel (its weight, its threats declared), or one with the item's seeded defect."""
         if not truth.has_ead or truth.barcode is None:
             return None
-        return self._record(truth.index, truth.barcode)
-
-    def _record(self, index: int, item_id: str) -> dict[str, object]:
-        rng = self._rng(index, 1)
-        pieces = []
-        for _ in range(int(rng.integers(1, 4))):
-            description, hs, weight, value = GOODS[int(rng.integers(0, len(GOODS)))]
-            quantity = int(rng.integers(1, 4))
-            pieces.append({
-                "description": description, "quantity": quantity,
-                "net_weight_kg": round(float(rng.uniform(*weight)) * quantity, 3),
-                "value": round(float(rng.uniform(*value)) * quantity, 2), "currency": "EUR",
-                "hs_code": hs, "origin_country": item_id[-2:],
-            })
-        net = sum(float(p["net_weight_kg"]) for p in pieces)  # type: ignore[arg-type]
-        return {
-            "item_id": item_id,
-            "version": 1,
-            "sender": {"name": str(rng.choice(NAMES)), "address": f"{int(rng.integers(1, 200))} High Street",
-                       "postcode": f"{int(rng.integers(10000, 99999))}", "country": item_id[-2:]},
-            "addressee": {"name": str(rng.choice(NAMES)), "address": f"{int(rng.integers(1, 200))} Station Road",
-                          "postcode": f"{int(rng.integers(10000, 99999))}", "country": "GB"},
-            "category": str(rng.choice(["gift", "sale_of_goods", "commercial_sample"])),
-            "contents": pieces,
-            "total_gross_weight_kg": round(net + float(rng.uniform(0.1, 0.4)), 3),
-            "total_value": round(sum(float(p["value"]) for p in pieces), 2),  # type: ignore[arg-type]
-            "currency": "EUR",
-            "declared_at": (self.epoch + timedelta(minutes=index)).isoformat(),
-        }
-
+        return make_record(self._rng(truth.index, 1), truth.barcode, defect=truth.ead_defect,
+                           gross_weight_kg=truth.weight_kg, threats=truth.threats,
+                           declared_at=self.epoch + timedelta(minutes=truth.index))

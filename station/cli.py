@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from station.config import Config, ConfigError, load_config
 from station.diag import add_diag_commands
+from station.ead.commands import add_ead_commands
 from station.model_tools import add_model_commands
+from station.rules_commands import add_rules_commands
 
 if TYPE_CHECKING:
     from simulator.faults import Fault
@@ -76,12 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("file", type=Path)
     check.set_defaults(handler=_config_check)
 
-    ead = sub.add_parser("ead", help="electronic advance data").add_subparsers(required=True, metavar="ACTION")
-    imp = ead.add_parser("import", help="load a JSON-lines file of EAD records into the store")
-    _config_args(imp)
-    imp.add_argument("file", type=Path)
-    imp.add_argument("--json", action="store_true")
-    imp.set_defaults(handler=_ead_import)
+    add_ead_commands(sub)
 
     inspect = sub.add_parser("inspect", help="run the detector on image files or folders")
     inspect.add_argument("paths", nargs="+", type=Path)
@@ -99,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_diag_commands(sub)
     add_model_control_commands(add_model_commands(sub))
+    add_rules_commands(sub)
     return parser
 
 
@@ -258,31 +256,12 @@ def _tell_daemon(args: argparse.Namespace, action: str, timeout: float = 5.0, **
 
 
 def _config_check(args: argparse.Namespace) -> int:
-    load_config(args.file)
-    print(f"{args.file}: ok")
+    from station.daemon import load_ruleset
+
+    config = load_config(args.file)
+    ruleset = load_ruleset(config)  # a bad rules file is a bad configuration
+    print(f"{args.file}: ok (rules {ruleset.version})")
     return 0
-
-
-def _ead_import(args: argparse.Namespace) -> int:
-    from station.ead.importer import import_ead_file
-    from station.ead.record import BadLine
-    from station.store import Store
-
-    config = _load(args)
-    if not args.file.is_file():
-        print(f"{args.file}: no such file", file=sys.stderr)
-        return 2
-    stored = bad = 0
-    with Store(config.storage.data_dir / "station.db") as store:
-        for outcome in import_ead_file(store, args.file, source=str(args.file)):
-            if isinstance(outcome, BadLine):
-                bad += 1
-                line = {"line": outcome.line, "item_id": outcome.item_id, "valid": False, "error": outcome.problem}
-                print(json.dumps(line) if args.json else f"{args.file}:{outcome.line}: {outcome.item_id}: {outcome.problem}")
-            else:
-                stored += 1
-    print(f"{stored} records stored, {bad} rejected", file=sys.stderr)
-    return 1 if bad else 0
 
 
 def _inspect(args: argparse.Namespace) -> int:

@@ -11,7 +11,14 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from drivers.links import RtuLink, TcpLink
 
@@ -119,6 +126,7 @@ class MqttSection(Section):
     ca_file: Path | None = Field(None, description="CA bundle for TLS, if not the system one.")
     keepalive_s: int = Field(30, ge=5, le=3600)
     client_id: str = Field("", description="Empty derives 'station-{site}-{lane}'.")
+    ead_quality_interval_s: float = Field(60.0, ge=1, le=86_400, description="How often the EAD data-quality summary is published.")
 
 
 class WebSection(Section):
@@ -133,7 +141,21 @@ class SimulatorSection(Section):
     noread_share: float = Field(0.03, ge=0, le=1)
     invalid_s10_share: float = Field(0.03, ge=0, le=1)
     ead_missing_share: float = Field(0.05, ge=0, le=1)
+    ead_late_share: float = Field(0.05, ge=0, le=1, description="Declarations central sends only after the item passed the gate (with a broker).")
+    ead_defect_share: float = Field(0.1, ge=0, le=1, description="Declarations with one seeded defect (simulator/ead_feed.py).")
     unreadable_image_share: float = Field(0.0, ge=0, le=1, description="Scans written as a corrupt file (fault injection).")
+
+
+class RulesSection(Section):
+    """The risk rules (station/rules/default.toml documents the language; `station rules check` checks a file)."""
+
+    path: Path | None = Field(None, description="Rules file (TOML); empty = the packaged default rules.")
+    overrides: Path | None = Field(None, description="This site's overrides of the rules file (TOML); empty = none.")
+
+    @field_validator("path", "overrides", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
 
 class Config(Section):
@@ -147,6 +169,7 @@ class Config(Section):
     mqtt: MqttSection = MqttSection()
     web: WebSection = WebSection()
     simulator: SimulatorSection = SimulatorSection()
+    rules: RulesSection = RulesSection()
 
     @property
     def spool_dir(self) -> Path:
@@ -185,6 +208,9 @@ def parse_config(raw: dict[str, Any], source: str = "<config>", text: str = "") 
     if source != "<config>" and not config.storage.data_dir.is_absolute():
         data_dir = Path(source).parent / config.storage.data_dir
         config = config.model_copy(update={"storage": config.storage.model_copy(update={"data_dir": data_dir})})
+    if source != "<config>":
+        rules = {key: Path(source).parent / value for key, value in config.rules if value is not None and not value.is_absolute()}
+        config = config.model_copy(update={"rules": config.rules.model_copy(update=rules)})
     return config
 
 

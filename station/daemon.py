@@ -22,10 +22,11 @@ from drivers.links import TcpLink
 from drivers.plc import Plc
 from drivers.profile import load_profile
 from drivers.scanner import Scanner
-from station.config import Config
+from station.config import Config, ConfigError
 from station.control import ControlServer, socket_path
 from station.detector import Detector, ModelError
 from station.ead.importer import import_ead_file
+from station.ead.quality import publish_quality
 from station.ead.record import BadLine
 from station.inference import InferenceWorker
 from station.lane import messages as m
@@ -33,6 +34,7 @@ from station.lane.core import LaneCore, LaneState
 from station.lane.runtime import LaneRuntime
 from station.model_swap import ModelSwitch
 from station.mqtt_link import CentralLink, Topics
+from station.rules import RulesError, RuleSet, load_rules
 from station.store import Store
 
 if TYPE_CHECKING:
@@ -58,6 +60,14 @@ class RunResult:
     alarms: dict[str, int] = field(default_factory=dict)
     outbox_left: int = 0
     published: int = 0
+
+
+def load_ruleset(config: Config) -> RuleSet:
+    """The configured risk rules; a bad rules file stops the start like any bad configuration."""
+    try:
+        return load_rules(config.rules.path, config.rules.overrides)
+    except RulesError as err:
+        raise ConfigError(str(err)) from err
 
 
 def load_detector(config: Config) -> tuple[Detector | None, str | None]:
@@ -94,6 +104,7 @@ async def run_station(config: Config, *, simulate: bool = False, items: int | No
     items and the station has stored them. Tests pass their own control to inject faults and act as the operator.
     """
     started = time.monotonic()
+    ruleset = load_ruleset(config)
     data_dir = config.storage.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     result = RunResult(store_path=data_dir / "station.db", started=started, started_at=time.time())
@@ -101,22 +112,26 @@ async def run_station(config: Config, *, simulate: bool = False, items: int | No
         store = stack.enter_context(Store(result.store_path))
         spool_dir, plc_link = config.spool_dir, config.plc.link.link()
         scanner_port, barcode_port = config.scanner.port, config.barcode.port
+        topics = Topics(config.station.site, config.station.lane)
+        central = CentralLink(store, config.mqtt, config.mqtt.client_id or f"station-{topics.site}-{topics.lane}")
         sim = None
         if simulate:
-            from simulator.lane import (
-                SimLane,  # the simulator is only imported when asked for
-            )
+            # the simulator is only imported when asked for
+            from simulator.central import CentralFeed
+            from simulator.lane import SimLane
 
+            feed = CentralFeed(config.mqtt, topics.site) if config.mqtt.host else None  # EAD over MQTT, or a file
             sim = await stack.enter_async_context(
                 SimLane(config.simulator, config.lane, data_dir / "sim", plc_port=plc_port, max_items=items,
-                        profile=config.plc.profile))
+                        profile=config.plc.profile, central=feed))
             spool_dir, plc_link = sim.spool_dir, TcpLink("127.0.0.1", sim.plc.port)
             scanner_port, barcode_port = sim.scanner.path, sim.barcode.path
             for fault in faults:
                 await sim.inject(fault)
-            for line in import_ead_file(store, sim.ead_file, source="simulator"):
-                if isinstance(line, BadLine):
-                    log.warning("EAD %s line %d: %s", sim.ead_file, line.line, line.problem)
+            if feed is None:
+                for line in import_ead_file(store, sim.ead_file, source="simulator"):
+                    if isinstance(line, BadLine):
+                        log.warning("EAD %s line %d: %s", sim.ead_file, line.line, line.problem)
 
         detector, why = load_detector(config)
         worker = InferenceWorker(detector, config.model.timeout_s)
@@ -126,12 +141,11 @@ async def run_station(config: Config, *, simulate: bool = False, items: int | No
             poll_interval=config.plc.poll_interval_s, timeout=config.plc.timeout_s))
         scanner = await stack.enter_async_context(Scanner(scanner_port, baudrate=config.scanner.baudrate))
         barcode = await stack.enter_async_context(BarcodeReader(barcode_port, baudrate=config.barcode.baudrate))
-        topics = Topics(config.station.site, config.station.lane)
-        central = CentralLink(store, config.mqtt, config.mqtt.client_id or f"station-{topics.site}-{topics.lane}")
-        core = LaneCore(config.lane, manual_only=detector is None)
+        core = LaneCore(config.lane, manual_only=detector is None, decide_fn=ruleset.decide)
         runtime = LaneRuntime(core, store, topics, plc=plc, spool_dir=spool_dir, images_dir=data_dir / "images",
                               worker=worker, on_stored=central.notify)
         stack.push_async_callback(runtime.aclose)
+        central.subscriptions[topics.ead_records] = runtime.ead_message
         models = ModelSwitch(worker, runtime, threads=config.model.threads, why_none=why)
         await stack.enter_async_context(ControlServer(runtime, models, socket_path(data_dir)))
         log.info("station %s/%s: model %s", topics.site, topics.lane,
@@ -141,10 +155,12 @@ async def run_station(config: Config, *, simulate: bool = False, items: int | No
         try:
             async with asyncio.TaskGroup() as tasks:
                 for job in (runtime.pump_plc(), runtime.pump_writes(), runtime.pump_scanner(scanner),
-                            runtime.pump_barcode(barcode), runtime.tick(), central.run()):
+                            runtime.pump_barcode(barcode), runtime.tick(), central.run(),
+                            publish_quality(store, topics.ead_quality, config.mqtt.ead_quality_interval_s, central.notify)):
                     tasks.create_task(job)
                 if simulate or config.lane.auto_start:
-                    tasks.create_task(_start_when_ready(runtime, result))
+                    # A simulated central feed starts with the belt: let the station subscribe first.
+                    tasks.create_task(_start_when_ready(runtime, result, central if simulate and config.mqtt.host else None))
                 if control is not None:
                     await control(Lane(runtime, store, central, scanner, barcode, models, sim))
                 else:
@@ -161,9 +177,19 @@ async def run_station(config: Config, *, simulate: bool = False, items: int | No
     return result
 
 
-async def _start_when_ready(runtime: LaneRuntime, result: RunResult) -> None:
-    """Start the belt once the PLC answers."""
-    await runtime.plc.next_snapshot(-1)
+async def _start_when_ready(runtime: LaneRuntime, result: RunResult, central: CentralLink | None = None,
+                            grace_s: float = 10.0) -> None:
+    """Start the belt once the PLC answers (and, with `central`, once the link to central is up)."""
+    if central is not None:
+        try:
+            async with asyncio.timeout(grace_s):
+                await central.connected.wait()
+        except TimeoutError:
+            log.warning("no link to central after %.0f s; starting the lane anyway", grace_s)
+    seq = -1
+    while not runtime.core.plc_up:  # until the core (not just the driver) has seen the PLC answer
+        seq = (await runtime.plc.next_snapshot(seq)).seq
+        await asyncio.sleep(0)  # pump_plc hands the same snapshot to the core
     result.ready_s = time.monotonic() - result.started
     runtime.dispatch(m.Operator(time.monotonic(), "start"))
     if runtime.core.state is not LaneState.RUNNING:

@@ -70,6 +70,7 @@ class CentralLink:
         self.backoff = backoff
         self.subscriptions = dict(subscriptions or {})
         self.received = 0
+        self.connected = asyncio.Event()  # set once the first connection is up and subscribed
         self.health = DeviceHealth("mqtt", HealthState.DOWN if not config.host else HealthState.CONNECTING,
                                    detail="no broker configured: messages stay in the outbox" if not config.host else "")
         self.published = 0
@@ -90,6 +91,7 @@ class CentralLink:
                         await client.subscribe(topic, qos=1)
                     reraise_lost_cancel()
                     self.health = self.health.ok(f"connected to {self.config.host}:{self.config.port}")
+                    self.connected.set()
                     delay = self.backoff[0]
                     await self._serve(client)
             except aiomqtt.MqttError as err:

@@ -36,7 +36,9 @@ CREATE TABLE IF NOT EXISTS items (
     model_hash TEXT,
     rules_version TEXT NOT NULL,
     decision_latency_ms REAL,
-    routed_at REAL NOT NULL
+    routed_at REAL NOT NULL,
+    explanation TEXT,  -- JSON: evidence, reasons and rule trace (risk.Decision.explanation_json); NULL before rules
+    revision INTEGER NOT NULL DEFAULT 1  -- 2, 3...: decided again after routing (a declaration arrived late)
 );
 CREATE INDEX IF NOT EXISTS items_item_id ON items (item_id);
 CREATE INDEX IF NOT EXISTS items_scan_id ON items (scan_id);
@@ -101,6 +103,7 @@ class ItemRow:
     decision_latency_ms: float | None
     routed_at: float
     detections: tuple[tuple[str, float, bool, tuple[float, float, float, float]], ...] = ()
+    explanation: str | None = None  # JSON of the decision's evidence and rule trace, for `station rules explain`
 
 
 class Store:
@@ -115,6 +118,15 @@ class Store:
         self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a database made by an earlier version up to this schema (columns are only ever added)."""
+        columns = {row["name"] for row in self.db.execute("PRAGMA table_info(items)")}
+        if "explanation" not in columns:
+            self.db.execute("ALTER TABLE items ADD COLUMN explanation TEXT")
+        if "revision" not in columns:
+            self.db.execute("ALTER TABLE items ADD COLUMN revision INTEGER NOT NULL DEFAULT 1")
 
     def close(self) -> None:
         self.db.close()
@@ -142,11 +154,11 @@ class Store:
             row = db.execute(
                 "INSERT INTO items (uid, track_id, item_id, barcode, scan_id, image_path, image_sha256, decision,"
                 " routed, score, reasons, ead_status, ead_version, model_hash, rules_version, decision_latency_ms,"
-                " routed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " routed_at, explanation) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (item.uid, item.track_id, item.item_id, item.barcode, item.scan_id, item.image_path,
                  item.image_sha256, item.decision, item.routed, item.score, json.dumps(item.reasons),
                  item.ead_status, item.ead_version, item.model_hash, item.rules_version,
-                 item.decision_latency_ms, item.routed_at),
+                 item.decision_latency_ms, item.routed_at, item.explanation),
             ).lastrowid
             db.executemany(
                 "INSERT INTO detections (item, label, score, threat, x1, y1, x2, y2) VALUES (?,?,?,?,?,?,?,?)",
@@ -158,6 +170,30 @@ class Store:
 
     def items(self, limit: int = 1_000_000) -> list[sqlite3.Row]:
         return self.db.execute("SELECT * FROM items ORDER BY id LIMIT ?", (limit,)).fetchall()
+
+    def items_for(self, item_id: str) -> list[sqlite3.Row]:
+        """Every stored item with this S10 id, oldest first (an id can pass the lane twice)."""
+        return self.db.execute("SELECT * FROM items WHERE item_id = ? ORDER BY id", (item_id,)).fetchall()
+
+    def revise_item(self, uid: str, *, decision: str, score: float, reasons: list[dict[str, str]], ead_status: str,
+                    ead_version: int | None, rules_version: str, explanation: str,
+                    messages: Iterable[OutboxMessage]) -> int:
+        """Record a new decision for a routed item (its routing stays what it was) with the messages
+        that announce it, in one transaction. Returns the item's new revision number."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE items SET decision=?, score=?, reasons=?, ead_status=?, ead_version=?, rules_version=?,"
+                " explanation=?, revision=revision+1 WHERE uid=?",
+                (decision, score, json.dumps(reasons), ead_status, ead_version, rules_version, explanation, uid))
+            self._enqueue(db, messages)
+            return int(db.execute("SELECT revision FROM items WHERE uid=?", (uid,)).fetchone()[0])
+
+    def find_item(self, ref: str) -> sqlite3.Row | None:
+        """The newest item whose item id, barcode, scan id or uid is `ref` (an item id can be scanned twice)."""
+        return self.db.execute(
+            "SELECT * FROM items WHERE item_id = ?1 OR barcode = ?1 OR scan_id = ?1 OR uid = ?1 ORDER BY id DESC LIMIT 1",
+            (ref,),
+        ).fetchone()
 
     def item_count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM items").fetchone()[0])
@@ -176,6 +212,12 @@ class Store:
             (record.item_id, record.version, record.to_json(), source, time.time()),
         )
         return cur.rowcount > 0
+
+    def ead_received(self, since: float, until: float) -> list[EadRecord]:
+        """Declarations received (or amended) in [since, until), Unix seconds."""
+        rows = self.db.execute("SELECT record FROM ead_records WHERE received_at >= ? AND received_at < ? ORDER BY received_at",
+                               (since, until)).fetchall()
+        return [EadRecord.model_validate_json(row["record"]) for row in rows]
 
     def ead_for(self, item_id: str) -> EadRecord | None:
         row = self.db.execute("SELECT record FROM ead_records WHERE item_id = ?", (item_id,)).fetchone()

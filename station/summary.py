@@ -13,7 +13,8 @@ def summarise(store: Store, outcomes: dict[int, Any], since: float = 0.0) -> dic
     """`items` counts what the simulator put through the gate; an item is
 
     - lost when the station has no record of it (joined on the scan id, else the barcode);
-    - misrouted when the bin it ended in differs from the station's decision;
+    - misrouted when the bin it ended in differs from the station's decision at the gate (for an item
+      decided again after routing, because its declaration came late, that is where the station routed it);
     - a caught threat when it carried a threat and was decided INSPECT, a missed one otherwise.
 
     Only items stored at or after `since` (a `time.time()`) count: the store keeps earlier runs too.
@@ -31,7 +32,8 @@ def summarise(store: Store, outcomes: dict[int, Any], since: float = 0.0) -> dic
         if row is None:
             lost += 1
             continue
-        if row["decision"] != outcome.bin:
+        at_gate = row["routed"] if row["revision"] > 1 else row["decision"]
+        if at_gate != outcome.bin:
             misrouted += 1
         if truth.threats and row["decision"] == "INSPECT":
             caught += 1

@@ -28,7 +28,7 @@ def config(tmp_path: Path) -> Config:
         lane=LaneSection(belt_speed_mm_s=1500),
         storage=StorageSection(data_dir=tmp_path),
         simulator=SimulatorSection(seed=3, item_rate_per_s=3.0, threat_share=0.0, noread_share=0.0,
-                                   invalid_s10_share=0.0, ead_missing_share=0.0),
+                                   invalid_s10_share=0.0, ead_missing_share=0.0, ead_defect_share=0.0),
     )
 
 
@@ -61,6 +61,10 @@ def tracked_on_belt(lane: Lane) -> list[str]:
     """Scan ids of the items past the entry eye and not yet through the gate."""
     assert lane.sim is not None
     return [it.payload.scan_id for it in lane.sim.belt.items if it.lead_mm > 0 and it.routed is None]  # type: ignore[attr-defined]
+
+
+# What a model false alarm brings (threat_share is 0 here): the detection, which no declaration accounts for.
+FALSE_ALARM = {"THREAT_DETECTED", "CONTENT_MISMATCH"}
 
 
 def run(tmp_path: Path, control: Callable[[Lane], Awaitable[None]]) -> dict[str, dict[str, object]]:
@@ -113,7 +117,7 @@ def test_serial_noise_and_split_frames_are_absorbed_and_counted(tmp_path: Path) 
 
     rows = run(tmp_path, control)
     assert len(rows) >= 8
-    assert all(r["codes"] <= {"THREAT_DETECTED"} for r in rows.values()), "noise must not cost any scan"
+    assert all(r["codes"] <= FALSE_ALARM for r in rows.values()), "noise must not cost any scan"
 
 
 def test_each_bad_scan_goes_to_inspect_with_its_reason(tmp_path: Path) -> None:
@@ -308,7 +312,7 @@ def test_plc_replies_slower_than_usual_but_within_the_timeout_lose_nothing(tmp_p
         row = rows[outcome.truth.scan_id]  # type: ignore[attr-defined]
         assert row["routed"] == outcome.bin, (row, outcome)  # type: ignore[attr-defined]
     assert not [r for r in rows.values() if r["routed"] in ("MISSING", "UNCONFIRMED")]
-    assert all(r["codes"] <= {"THREAT_DETECTED"} for r in rows.values()), "slow replies must not cost any item"
+    assert all(r["codes"] <= FALSE_ALARM for r in rows.values()), "slow replies must not cost any item"
 
 
 

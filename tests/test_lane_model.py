@@ -73,7 +73,7 @@ def test_models_swap_between_items_a_tampered_one_means_manual_only_and_rollback
         await stored(lane, marks["bad"] + 4)
         replies["rollback"] = await station_model("rollback")
         marks["rollback"] = lane.runtime.items_stored
-        await stored(lane, marks["rollback"] + 4)
+        await stored(lane, marks["rollback"] + 8)
 
     run(tmp_path, control)
     default_hash = replies["status"]["model"]["sha256"]  # type: ignore[index]

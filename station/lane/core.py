@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from station.config import LaneSection
+from station.ead.checks import content_mismatch, weight_mismatch
+from station.ead.record import EadRecord
 from station.ead.s10 import s10_problem
 from station.lane import messages as m
 from station.risk import Decision, Evidence, decide
@@ -44,6 +46,8 @@ class Track:
     id_problem: m.Reason | None = None
     ead_state: str = "pending"  # pending | found | missing | not_looked_up
     ead_version: int | None = None
+    ead_record: EadRecord | None = None
+    ead_findings: tuple[m.Reason, ...] = ()
     scan_id: str | None = None
     scan_state: str = "pending"  # pending | started | done
     image_path: str | None = None
@@ -66,7 +70,7 @@ class LaneCore:
                  decide_fn: Callable[[Evidence], Decision] = decide) -> None:
         self.lane = lane
         self.manual_only = manual_only
-        self._decide = decide_fn
+        self.decide = decide_fn
         self.state = LaneState.STOPPED
         self.fault: str | None = None
         self.tracks: list[Track] = []  # unrouted, in belt order (oldest = nearest the gate)
@@ -101,6 +105,8 @@ class LaneCore:
                 self._enter_fault("SCANNER_INTERLOCK", "scanner interlock opened", event.t, out)
             case m.InferenceDone() | m.InferenceFailed() | m.EadResolved():
                 self._on_result(event)
+            case m.EadArrived():
+                self._on_ead_arrived(event)
             case m.Operator():
                 self._on_operator(event, out)
             case m.ModelChanged(model_hash=model_hash):
@@ -280,7 +286,27 @@ class LaneCore:
             track.inference_state, track.inference_failure = "failed", ev.reason
         else:
             track.ead_state = "found" if ev.found else "missing"
-            track.ead_version = ev.version
+            track.ead_version, track.ead_record, track.ead_findings = ev.version, ev.record, ev.findings
+
+    def _on_ead_arrived(self, ev: m.EadArrived) -> None:
+        """A declaration arrived (or was amended) after its item's look-up. An item still short of its
+        gate deadline is decided again with it; one past the deadline keeps its routing, and the
+        runtime revises the stored item once it has passed the gate."""
+        if "encoder" not in self.values:
+            return
+        enc, deadline = float(self.values["encoder"]), self.lane.gate_mm - self.lane.gate_margin_mm
+        moved = max(0.0, float(self.values.get("belt_speed", 0.0))) * max(0.0, ev.t - self._snapshot_t)
+        for track in self.tracks:
+            if track.item_id != ev.record.item_id or track.ead_state not in ("found", "missing"):
+                continue
+            if track.ead_version is not None and track.ead_version >= ev.record.version:
+                continue
+            if track.lead(enc) + moved >= deadline:
+                continue
+            track.ead_state, track.ead_version = "found", ev.record.version
+            track.ead_record, track.ead_findings = ev.record, ev.findings
+            if track.decision is not None:
+                track.decision = None  # decided again below, before the deadline
 
     # ---- positions, deadlines, decisions ------------------------------------------------------
 
@@ -338,12 +364,25 @@ class LaneCore:
                 self._decide_now(track, t)
 
     def _decide_now(self, track: Track, t: float) -> None:
-        track.decision = self._decide(Evidence(
+        record = track.ead_record
+        findings = track.ead_findings
+        if record is not None:  # the declaration weighed against the scan and the scale
+            labels = [d.label for d in track.detections]
+            measured = None if track.weight_kg is None else weight_mismatch(record, track.weight_kg)
+            findings += tuple(r for r in (content_mismatch(record, labels), measured) if r is not None)
+        track.decision = self.decide(Evidence(
             detections=track.detections,
             inference_failure=track.inference_failure,
             id_problem=track.id_problem,
             ead_found=None if track.ead_state in ("not_looked_up", "pending") else track.ead_state == "found",
             lane_problems=tuple(track.problems),
+            ead_findings=findings,
+            measured_weight_kg=track.weight_kg,
+            declared_weight_kg=None if record is None else record.total_gross_weight_kg,
+            declared_value=None if record is None else record.total_value,
+            declared_currency=None if record is None else record.currency,
+            declared_category=None if record is None else record.category,
+            sender_country=None if record is None else record.sender.country,
         ))
         track.decided_t = t
 
@@ -419,5 +458,7 @@ class LaneCore:
             score=track.decision.score, reasons=track.decision.reasons, detections=track.detections,
             ead_status=ead_status, ead_version=track.ead_version,  # type: ignore[arg-type]
             rules_version=track.decision.rules_version, model_hash=track.model_hash, weight_kg=track.weight_kg,
+            explanation=track.decision.explanation_json(),
+            ead_findings=track.decision.evidence.ead_findings if track.decision.evidence else track.ead_findings,
             image_ready_t=track.image_ready_t, decided_t=track.decided_t,
         )

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, Union
 
+from station.ead.record import EadRecord
+
 
 @dataclass(frozen=True)
 class Reason:
@@ -93,6 +95,17 @@ class EadResolved:
     track_id: int
     found: bool
     version: int | None = None
+    record: EadRecord | None = None
+    findings: tuple[Reason, ...] = ()  # the record's own quality checks (station.ead.checks.check_record)
+
+
+@dataclass(frozen=True)
+class EadArrived:
+    """A declaration (or a newer version of one) was stored while its item may still be on the belt."""
+
+    t: float
+    record: EadRecord
+    findings: tuple[Reason, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -115,7 +128,7 @@ class ModelChanged:
 
 
 Event = Union[Snapshot, PlcLink, BarcodeScanned, ScanStarted, ScanDone, InterlockChanged,
-              InferenceDone, InferenceFailed, EadResolved, Operator, Tick, ModelChanged]
+              InferenceDone, InferenceFailed, EadResolved, EadArrived, Operator, Tick, ModelChanged]
 
 
 # ---- commands -----------------------------------------------------------------------------------
@@ -174,6 +187,8 @@ class ItemRouted:
     rules_version: str
     model_hash: str | None  # None: no model looked at the image (MANUAL_ONLY, no image, image error)
     weight_kg: float | None  # what the checkweigher read; None: no scale, or not weighed
+    explanation: str  # the decision's evidence and rule trace as JSON (`station rules explain`)
+    ead_findings: tuple[Reason, ...]  # the declaration's data-quality findings, whatever the decision
     image_ready_t: float | None  # when the scanner said the image was written
     decided_t: float | None
 

@@ -12,21 +12,26 @@ import asyncio
 import json
 import logging
 import os
+import sqlite3
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from datetime import datetime, timezone
+from dataclasses import fields, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from drivers.barcode import BarcodeReader
 from drivers.plc import Plc, PlcError, PlcWriteError
 from drivers.scanner import Scanner
 from drivers.scanner_events import Interlock, ScanDone, ScanStarted
+from station.ead.checks import check_record, content_mismatch, weight_mismatch
+from station.ead.record import EadRecord, RecordInvalid, parse_json_record
 from station.inference import InferenceProblem, InferenceWorker
 from station.lane import messages as m
 from station.lane.core import LaneCore
 from station.mqtt_link import Topics
+from station.risk import Evidence
 from station.store import ItemRow, OutboxMessage, Store
 
 log = logging.getLogger(__name__)
@@ -37,6 +42,7 @@ class LaneRuntime:
                  images_dir: Path, worker: InferenceWorker,
                  on_stored: Callable[[], None] = lambda: None) -> None:
         self.core = core
+        self.decide = core.decide  # the rule set, also for decisions revised after routing
         self.store = store
         self.topics = topics
         self.plc = plc
@@ -78,11 +84,26 @@ class LaneRuntime:
             case m.LookUpEad(track_id=track_id, item_id=item_id):
                 record = self.store.ead_for(item_id)  # local SQLite: never waits on the network
                 self._queue.append(m.EadResolved(time.monotonic(), track_id, record is not None,
-                                                 record.version if record else None))
+                                                 record.version if record else None, record,
+                                                 check_record(record) if record else ()))
             case m.Alarm(code=code, detail=detail):
                 self.dispatch_alarm(code, detail)
             case m.ItemRouted():
                 self._store_item(cmd)
+
+    def ead_message(self, topic: str, payload: bytes) -> None:
+        """A declaration from central (MQTT): checked, cached, and applied to its item, on the belt or
+        already past the gate. A bad message is an alarm naming the problem; it changes nothing stored."""
+        try:
+            record = parse_json_record(payload)
+        except RecordInvalid as err:  # not JSON, or not a record: names the field
+            self.dispatch_alarm("EAD_REJECTED", f"{topic}: {err}")
+            return
+        if not self.store.upsert_ead(record, source="mqtt"):
+            return  # this version (or a later one) is already here
+        findings = check_record(record)
+        self.dispatch(m.EadArrived(time.monotonic(), record, findings))
+        self.revise_stored(record, findings)
 
     def dispatch_alarm(self, code: str, detail: str) -> None:
         self.alarms[code] = self.alarms.get(code, 0) + 1
@@ -113,21 +134,55 @@ class LaneRuntime:
         row = ItemRow(
             uid=uid, track_id=item.track_id, item_id=item.item_id, barcode=item.barcode, scan_id=item.scan_id,
             image_path=image_path, image_sha256=item.image_sha256, decision=item.decision, routed=item.routed,
-            score=item.score, reasons=[{"code": r.code, "detail": r.detail} for r in item.reasons],
+            score=item.score, reasons=[reason_json(r) for r in item.reasons],
             ead_status=item.ead_status, ead_version=item.ead_version, model_hash=item.model_hash,
             rules_version=item.rules_version, decision_latency_ms=latency,
-            routed_at=time.time(),
+            routed_at=time.time(), explanation=item.explanation,
             detections=tuple((d.label, d.score, d.threat, d.box) for d in item.detections),
         )
-        payload = result_payload(row, item, self.topics)
-        messages = [OutboxMessage(f"{uid}/result", self.topics.result, json.dumps(payload))]
-        if item.decision == "INSPECT":
-            alert = {**payload, "msg_id": f"{uid}/alert", "schema": "screening/v1/item-alert"}
-            messages.append(OutboxMessage(f"{uid}/alert", self.topics.alert, json.dumps(alert)))
-        self.store.record_item(row, messages)
+        payload = result_payload(row, self.topics, detections=item.detections, weight_kg=item.weight_kg,
+                                 ead_findings=item.ead_findings)
+        self.store.record_item(row, self._messages(payload))
         self.items_stored += 1
         self.on_stored()
         self.item_stored.set()
+
+    def _messages(self, payload: dict[str, object]) -> list[OutboxMessage]:
+        """The result message, and for an INSPECT decision the alert, of one item (revision)."""
+        result_id = str(payload["msg_id"])
+        messages = [OutboxMessage(result_id, self.topics.result, json.dumps(payload))]
+        if payload["decision"] == "INSPECT":
+            alert_id = result_id.replace("/result", "/alert", 1)
+            alert = {**payload, "msg_id": alert_id, "schema": "screening/v1/item-alert"}
+            messages.append(OutboxMessage(alert_id, self.topics.alert, json.dumps(alert)))
+        return messages
+
+    def revise_stored(self, record: EadRecord, findings: tuple[m.Reason, ...]) -> None:
+        """A declaration that reached the station after its item passed the gate: decide the item again
+        from its stored evidence with the declaration in it, and when the decision or its reasons
+        change, store the revision and publish it (the item's routing stays what it was: the officer at
+        the inspection table, or central, acts on the revision)."""
+        for row in self.store.items_for(record.item_id):
+            if row["explanation"] is None or (row["ead_version"] or 0) >= record.version:
+                continue
+            before = Evidence.from_dict(json.loads(row["explanation"])["evidence"])
+            evidence = with_declaration(before, record, findings)
+            decision = self.decide(evidence)
+            reasons = [reason_json(r) for r in decision.reasons]
+            if decision.decision == row["decision"] and reasons == json.loads(row["reasons"]):
+                continue
+            revision = int(row["revision"]) + 1
+            revised = replace(stored_row(row), decision=decision.decision, score=decision.score, reasons=reasons,
+                              ead_status="found", ead_version=record.version, rules_version=decision.rules_version)
+            payload = result_payload(revised, self.topics, detections=evidence.detections,
+                                     weight_kg=evidence.measured_weight_kg, ead_findings=evidence.ead_findings,
+                                     revision=revision)
+            self.store.revise_item(row["uid"], decision=decision.decision, score=decision.score, reasons=reasons,
+                                   ead_status="found", ead_version=record.version, rules_version=decision.rules_version,
+                                   explanation=decision.explanation_json(), messages=self._messages(payload))
+            log.info("item %s (%s) decided again with a late declaration: %s -> %s", row["uid"], record.item_id,
+                     row["decision"], decision.decision)
+            self.on_stored()
 
     async def wait_stored(self, count: int) -> None:
         """Until this runtime has stored `count` items."""
@@ -142,7 +197,7 @@ class LaneRuntime:
         if spooled is None:
             return None
         source = Path(spooled)
-        target_dir = self.images_dir / datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        target_dir = self.images_dir / datetime.now(UTC).strftime("%Y-%m-%d")
         target_dir.mkdir(parents=True, exist_ok=True)
         target = target_dir / source.name
         try:
@@ -206,14 +261,18 @@ class LaneRuntime:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-def result_payload(row: ItemRow, item: m.ItemRouted, topics: Topics) -> dict[str, object]:
-    """The `items/result` (and `items/alert`) message: everything central needs about one item."""
+def result_payload(row: ItemRow, topics: Topics, *, detections: tuple[m.Detected, ...], weight_kg: float | None,
+                   ead_findings: tuple[m.Reason, ...], revision: int = 1) -> dict[str, object]:
+    """The `items/result` (and `items/alert`) message: everything central needs about one item.
+    Revision 2, 3...: the item was decided again after routing (a late declaration); `routed` says
+    where it physically went."""
     return {
-        "msg_id": f"{row.uid}/result",
+        "msg_id": f"{row.uid}/result" + (f"/{revision}" if revision > 1 else ""),
         "schema": "screening/v1/item-result",
         "site": topics.site,
         "lane": topics.lane,
         "uid": row.uid,
+        "revision": revision,
         "item_id": row.item_id,
         "barcode": row.barcode,
         "scan_id": row.scan_id,
@@ -222,11 +281,35 @@ def result_payload(row: ItemRow, item: m.ItemRouted, topics: Topics) -> dict[str
         "score": round(row.score, 4),
         "reasons": row.reasons,
         "detections": [{"label": d.label, "score": round(d.score, 4), "threat": d.threat,
-                        "box": [round(v, 1) for v in d.box]} for d in item.detections],
-        "ead": {"status": row.ead_status, "version": row.ead_version},
-        "weight_kg": None if item.weight_kg is None else round(item.weight_kg, 3),
+                        "box": [round(v, 1) for v in d.box]} for d in detections],
+        "ead": {"status": row.ead_status, "version": row.ead_version,
+                "findings": [reason_json(r) for r in ead_findings]},
+        "weight_kg": None if weight_kg is None else round(weight_kg, 3),
         "model_hash": row.model_hash,
         "rules_version": row.rules_version,
         "decision_latency_ms": None if row.decision_latency_ms is None else round(row.decision_latency_ms, 2),
-        "routed_at": datetime.fromtimestamp(row.routed_at, timezone.utc).isoformat(),
+        "routed_at": datetime.fromtimestamp(row.routed_at, UTC).isoformat(),
     }
+
+
+def reason_json(reason: m.Reason) -> dict[str, str]:
+    """A reason as stored and published: its code and sentence, and the EAD field it concerns if any."""
+    return {"code": reason.code, "detail": reason.detail, **({"field": reason.field} if reason.field else {})}
+
+
+def with_declaration(evidence: Evidence, record: EadRecord, findings: tuple[m.Reason, ...]) -> Evidence:
+    """`evidence` as it would have been with `record` found at look-up time (the lane core's own rule:
+    the record's findings, then the declaration weighed against the scan and the scale)."""
+    labels = [d.label for d in evidence.detections]
+    weighed = None if evidence.measured_weight_kg is None else weight_mismatch(record, evidence.measured_weight_kg)
+    extra = tuple(r for r in (content_mismatch(record, labels), weighed) if r is not None)
+    return replace(evidence, ead_found=True, ead_findings=findings + extra,
+                   declared_weight_kg=record.total_gross_weight_kg, declared_value=record.total_value,
+                   declared_currency=record.currency, declared_category=record.category,
+                   sender_country=record.sender.country)
+
+
+def stored_row(row: sqlite3.Row) -> ItemRow:
+    """An items-table row as the ItemRow it was stored from (detections left out)."""
+    names = [f.name for f in fields(ItemRow) if f.name != "detections"]
+    return ItemRow(**{name: json.loads(row[name]) if name == "reasons" else row[name] for name in names})

@@ -15,7 +15,6 @@ import numpy as np
 from pymodbus.client import AsyncModbusTcpClient
 
 from tests.conftest import free_port
-from tests.station.ead.test_ead_record import record_dict
 
 
 def station(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -50,16 +49,6 @@ def test_sim_prints_its_endpoints_and_serves_modbus(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err[-2000:]
-
-
-def test_ead_import_stores_good_records_and_reports_bad_lines(tmp_path: Path) -> None:
-    path = tmp_path / "ead.jsonl"
-    path.write_text(json.dumps(record_dict()) + "\nnot json\n" + json.dumps(record_dict(item_id="CP123456785FR")) + "\n")
-    done = station("ead", "import", str(path), "--json", "--data-dir", str(tmp_path / "var"))
-    assert done.returncode == 1
-    bad = [json.loads(line) for line in done.stdout.splitlines()]
-    assert bad == [{"line": 2, "item_id": None, "valid": False, "error": bad[0]["error"]}]
-    assert "2 records stored, 1 rejected" in done.stderr
 
 
 def write_images(folder: Path) -> dict[str, Path]:

@@ -1,0 +1,74 @@
+"""EAD data-quality feedback for central: what was wrong with the declarations this lane received.
+
+Every `interval_s` the station publishes, on `screening/v1/{site}/{lane}/ead/quality`, a summary of
+the declarations it received in that interval: by origin country (the sender's country) and by
+sender, how many records came, how many had at least one finding, and which reason codes. Posts
+use it to go back to the senders and origins whose data is poor (WCO-UPU guidance: improve the
+quality of EAD at the source). The message goes through the outbox like every other, so it is
+durable and in order with the item results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from station.ead.checks import check_record
+from station.ead.record import EadRecord
+from station.store import OutboxMessage, Store
+
+TOP_SENDERS = 20  # the senders with the most defective records; the rest are counted, not named
+
+
+def summarise(records: list[EadRecord], since: float, until: float) -> dict[str, Any]:
+    """The quality summary of `records` (received between `since` and `until`, Unix seconds)."""
+    by_country: dict[str, dict[str, Any]] = defaultdict(lambda: {"records": 0, "defective": 0, "codes": Counter()})
+    by_sender: dict[tuple[str, str], dict[str, Any]] = defaultdict(lambda: {"records": 0, "defective": 0, "codes": Counter()})
+    total = Counter()
+    defective = 0
+    for record in records:
+        codes = sorted({r.code for r in check_record(record)})
+        country, sender = record.sender.country, (record.sender.name, record.sender.country)
+        for bucket in (by_country[country], by_sender[sender]):
+            bucket["records"] += 1
+            bucket["defective"] += bool(codes)
+            bucket["codes"].update(codes)
+        total.update(codes)
+        defective += bool(codes)
+    senders = sorted(by_sender.items(), key=lambda kv: (-kv[1]["defective"], -kv[1]["records"], kv[0]))
+    return {
+        "schema": "screening/v1/ead-quality",
+        "from": _iso(since), "to": _iso(until),
+        "records": len(records), "defective": defective, "codes": dict(sorted(total.items())),
+        "by_origin_country": {c: _plain(v) for c, v in sorted(by_country.items())},
+        "by_sender": [{"name": name, "country": country, **_plain(v)} for (name, country), v in senders[:TOP_SENDERS]],
+        "senders_not_listed": max(0, len(senders) - TOP_SENDERS),
+    }
+
+
+def _plain(bucket: dict[str, Any]) -> dict[str, Any]:
+    return {"records": bucket["records"], "defective": bucket["defective"], "codes": dict(sorted(bucket["codes"].items()))}
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat()
+
+
+async def publish_quality(store: Store, topic: str, interval_s: float, notify: Callable[[], None]) -> None:
+    """Forever: every `interval_s`, the summary of the records received since the last one, into
+    the outbox (an interval with no records publishes nothing)."""
+    since = time.time()
+    while True:
+        await asyncio.sleep(interval_s)
+        until = time.time()
+        records = store.ead_received(since, until)
+        if records:
+            summary = summarise(records, since, until)
+            store.enqueue([OutboxMessage(f"ead-quality/{until:.3f}", topic, json.dumps(summary))])
+            notify()
+        since = until
