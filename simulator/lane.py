@@ -100,7 +100,7 @@ class SimLane:
             "scanner": self.scanner.path,
             "barcode": self.barcode.path,
             "spool_dir": str(self.spool_dir),
-            "ead_file": str(self.ead_file),
+            "ead": str(self.ead_file) if self.central is None else f"mqtt {self.central.topic}",
         }
 
     # ---- fault injection ----------------------------------------------------------------------

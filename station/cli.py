@@ -148,6 +148,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _sim(args: argparse.Namespace) -> int:
+    from simulator.central import CentralFeed
     from simulator.faults import FAULTS, Fault, FaultError
     from simulator.lane import SimLane
 
@@ -161,8 +162,11 @@ def _sim(args: argparse.Namespace) -> int:
         return 2
 
     async def serve() -> None:
+        # With a broker configured, central's EAD feed publishes there; without one it is a file.
+        feed = CentralFeed(config.mqtt, config.station.site) if config.mqtt.host else None
         async with SimLane(config.simulator, config.lane, config.storage.data_dir / "sim",
-                           plc_port=args.plc_port, max_items=args.items, profile=config.plc.profile) as sim:
+                           plc_port=args.plc_port, max_items=args.items, profile=config.plc.profile,
+                           central=feed) as sim:
             for fault in faults:
                 await sim.inject(fault)
             print(json.dumps(sim.endpoints), flush=True)
