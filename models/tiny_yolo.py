@@ -1,7 +1,7 @@
 """A small anchor-free detector whose ONNX output has the Ultralytics YOLOv8 layout.
 
 Output of the exported graph: float32 ``[1, 4 + n_classes, N]``: rows 0-3 are cx, cy, w, h in
-input pixels, the rest per-class scores in 0..1 (sigmoid), N = anchors over strides 8 and 16.
+input pixels, the rest per-class scores in 0..1 (sigmoid), N = anchors over strides 8, 16 and 32.
 Training only (needs torch); the station runs the exported ONNX file with onnxruntime.
 """
 
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-STRIDES = (8, 16)
+STRIDES = (8, 16, 32)
 
 
 def conv(c_in: int, c_out: int, stride: int = 1, k: int = 3) -> nn.Sequential:
@@ -43,7 +43,8 @@ class Sppf(nn.Module):
 
 
 class TinyYolo(nn.Module):
-    """Backbone to stride 16, a one-step FPN, and a head per stride (box ltrb + class logits).
+    """Backbone to stride 32, a top-down FPN, and a head per stride (box ltrb + class logits):
+    stride 8 for blades and cells, 16 for knives and stars, 32 for a gun that fills the frame.
 
     ``forward`` returns the raw per-anchor tensor ``[B, N, 4 + nc]`` (ltrb distances in input
     pixels, class logits) for training; ``export_forward`` the YOLOv8 layout for ONNX.
@@ -53,14 +54,16 @@ class TinyYolo(nn.Module):
         super().__init__()
         w = width
         self.nc = n_classes
-        self.stem = nn.Sequential(conv(3, w // 2, 2), conv(w // 2, w, 2), conv(w, w))
+        self.stem = nn.Sequential(conv(3, w // 2, 2), conv(w // 2, w, 2))
         self.s8 = nn.Sequential(conv(w, 2 * w, 2), Residual(2 * w))
-        self.s16 = nn.Sequential(conv(2 * w, 3 * w, 2), Residual(3 * w), Sppf(3 * w))
-        self.lat = conv(3 * w, 2 * w, k=1)
-        self.fuse = conv(2 * w, 2 * w)
-        self.head8 = nn.Sequential(conv(2 * w, 3 * w // 2), nn.Conv2d(3 * w // 2, 4 + n_classes, 1))
-        self.head16 = nn.Sequential(conv(3 * w, 3 * w // 2), nn.Conv2d(3 * w // 2, 4 + n_classes, 1))
-        for head in (self.head8, self.head16):
+        self.s16 = nn.Sequential(conv(2 * w, 3 * w, 2), Residual(3 * w))
+        self.s32 = nn.Sequential(conv(3 * w, 4 * w, 2), Residual(4 * w), Sppf(4 * w))
+        self.lat32, self.fuse16 = conv(4 * w, 3 * w, k=1), conv(3 * w, 3 * w)
+        self.lat16, self.fuse8 = conv(3 * w, 2 * w, k=1), conv(2 * w, 2 * w)
+        self.heads = nn.ModuleList(
+            nn.Sequential(conv(c, hidden), nn.Conv2d(hidden, 4 + n_classes, 1)) for c, hidden in ((2 * w, w), (3 * w, 2 * w), (4 * w, 2 * w))
+        )
+        for head in self.heads:
             last = head[-1]
             assert isinstance(last, nn.Conv2d)
             nn.init.zeros_(last.weight)
@@ -71,9 +74,11 @@ class TinyYolo(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p8 = self.s8(self.stem(x))
         p16 = self.s16(p8)
-        p8 = self.fuse(p8 + F.interpolate(self.lat(p16), scale_factor=2.0, mode="nearest"))
+        p32 = self.s32(p16)
+        p16 = self.fuse16(p16 + F.interpolate(self.lat32(p32), scale_factor=2.0, mode="nearest"))
+        p8 = self.fuse8(p8 + F.interpolate(self.lat16(p16), scale_factor=2.0, mode="nearest"))
         outs = []
-        for feat, head, stride in ((p8, self.head8, 8), (p16, self.head16, 16)):
+        for feat, head, stride in zip((p8, p16, p32), self.heads, STRIDES):
             o = head(feat).flatten(2).transpose(1, 2)  # B, HW, 4+nc
             ltrb = F.softplus(o[..., :4] + 1.0) * stride
             outs.append(torch.cat([ltrb, o[..., 4:]], -1))

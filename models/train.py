@@ -6,7 +6,11 @@
 Data: every batch is freshly rendered by simulator/xray.py from one seeded generator (threats
 are drawn into clean scans by adding attenuation, i.e. multiplying transmissions: threat image
 projection by construction), so a run is reproducible from its seed and never sees an image
-twice. Needs the ``train`` extra (torch, onnx). Single-threaded by default: the box is shared.
+twice. The mix: whole parcels (objects 5-30 % of the frame, sometimes zoomed) and close-ups
+where one threat or one benign metal confuser fills 25-95 % of it; dual-energy scans seen
+through the station's ``gray_from_high`` and single-energy greyscale alike; exposure, JPEG,
+blur, image-intensifier and frame-edge artefacts. Rendering runs in one worker process, torch
+in this one (one thread by default: the box is shared). Needs the ``train`` extra.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import hashlib
 import json
 import logging
 import math
+import multiprocessing as mp
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -24,8 +30,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from models.tiny_yolo import Exportable, TinyYolo, ltrb_to_xyxy, make_anchors
-from simulator.xray import THREAT_CLASSES, render_parcel
+from models.tiny_yolo import STRIDES, Exportable, TinyYolo, ltrb_to_xyxy, make_anchors
+from simulator.xray import THREAT_CLASSES, render_closeup, render_parcel, single_energy
 from station.detector import letterbox
 from station.imaging import gray_from_high
 
@@ -38,6 +44,7 @@ PAD = 255  # letterbox with air, as an X-ray image's border is
 ANCHORS, STRIDES_T = make_anchors(*INPUT_HW)
 # gun, knife, blade, shuriken, battery: the small, faint and thin classes are drawn more often
 CLASS_MIX = (0.14, 0.26, 0.30, 0.10, 0.20)
+CLOSEUP_SHARE, CLOSEUP_BENIGN = 0.4, 0.45  # of images; of close-ups, those of a benign confuser
 _ANCHOR_PIX = ANCHORS.numpy().astype(np.int64)
 
 
@@ -57,37 +64,76 @@ def letterbox_np(gray: np.ndarray, where: np.ndarray, boxes: np.ndarray) -> tupl
     return out, b, ids[_ANCHOR_PIX[:, 1], _ANCHOR_PIX[:, 0]]
 
 
+def _crop(rng: np.random.Generator, gray: np.ndarray, where: np.ndarray, boxes: np.ndarray, lo: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A random crop of ``lo``..90 % of the width, usually around a threat; a box keeps only if
+    at least 45 % of it stays in view (clipped to the crop)."""
+    h, w = gray.shape
+    cw = int(w * rng.uniform(lo, 0.9))
+    ch = int(np.clip(cw * rng.uniform(0.5, 1.4), 32, h))
+    if len(boxes) and rng.random() < 0.8:
+        b = boxes[rng.integers(len(boxes))]
+        cx, cy = (b[0] + b[2]) / 2 + rng.uniform(-0.3, 0.3) * cw, (b[1] + b[3]) / 2 + rng.uniform(-0.3, 0.3) * ch
+    else:
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+    x0, y0 = int(np.clip(cx - cw / 2, 0, w - cw)), int(np.clip(cy - ch / 2, 0, h - ch))
+    gray, where = gray[y0 : y0 + ch, x0 : x0 + cw], where[y0 : y0 + ch, x0 : x0 + cw]
+    if len(boxes):
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]] - x0, 0, cw)
+        boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]] - y0, 0, ch)
+        seen = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        boxes = boxes[seen >= 0.45 * area]
+    return gray, where, boxes
+
+
+def _artefacts(rng: np.random.Generator, g: np.ndarray) -> np.ndarray:
+    """Imaging-chain artefacts on a 0..1 image: an image intensifier's round field of view, dark
+    frame edges (collimator, crop of a larger scan), line-scan detector banding."""
+    h, w = g.shape
+    u = rng.random()
+    if u < 0.06:
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        r = rng.uniform(0.45, 0.75) * np.hypot(h, w)
+        inside = (xx - w * rng.uniform(0.4, 0.6)) ** 2 + (yy - h * rng.uniform(0.4, 0.6)) ** 2 < r * r
+        g = np.where(inside, g, rng.uniform(0.0, 0.15)).astype(np.float32)
+    elif u < 0.12:
+        dark = rng.uniform(0.0, 0.15)
+        top, bottom = (int(rng.uniform(0.0, 0.08) * h) for _ in range(2))
+        left, right = (int(rng.uniform(0.0, 0.08) * w) for _ in range(2))
+        g = g.copy()
+        g[:top], g[h - bottom :], g[:, :left], g[:, w - right :] = dark, dark, dark, dark
+    if rng.random() < 0.1:
+        axis = int(rng.integers(2))
+        bands = 1.0 + rng.normal(0, rng.uniform(0.005, 0.03), g.shape[axis]).astype(np.float32)
+        g = g * (bands[:, None] if axis == 0 else bands[None, :])
+    return g
+
+
 def sample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One augmented training image (uint8, INPUT_HW), its boxes [x1, y1, x2, y2, class, id]
     and the threat id (0 = none) under each anchor."""
-    u = rng.random()
-    n = 0 if u < 0.3 else 1 if u < 0.75 else 2 if u < 0.93 else 3
-    threats = [THREAT_CLASSES[int(i)] for i in rng.choice(len(THREAT_CLASSES), n, p=CLASS_MIX)]
-    scan, where = render_parcel(rng, threats)
-    gray = gray_from_high(scan.high)
+    if rng.random() < CLOSEUP_SHARE:
+        closeup = True
+        threat = None if rng.random() < CLOSEUP_BENIGN else THREAT_CLASSES[int(rng.integers(len(THREAT_CLASSES)))]
+        scan, where = render_closeup(rng, threat)
+    else:
+        closeup = False
+        u = rng.random()
+        n = 0 if u < 0.3 else 1 if u < 0.75 else 2 if u < 0.93 else 3
+        threats = [THREAT_CLASSES[int(i)] for i in rng.choice(len(THREAT_CLASSES), n, p=CLASS_MIX)]
+        scan, where = render_parcel(rng, threats)
+    gray = single_energy(scan, rng.uniform(0.3, 0.8)) if rng.random() < 0.5 else gray_from_high(scan.high)
     boxes = np.array([[b.x1, b.y1, b.x2, b.y2, THREAT_CLASSES.index(b.label), k + 1] for k, b in enumerate(scan.boxes)], np.float32).reshape(-1, 6)
-    h, w = gray.shape
-    if rng.random() < 0.4:  # zoom in: real crops often fill the frame with one object
-        cw = int(w * rng.uniform(0.3, 0.9))
-        ch = int(np.clip(cw * rng.uniform(0.5, 1.4), 32, h))
-        if len(boxes) and rng.random() < 0.8:
-            b = boxes[rng.integers(len(boxes))]
-            cx, cy = (b[0] + b[2]) / 2 + rng.uniform(-0.3, 0.3) * cw, (b[1] + b[3]) / 2 + rng.uniform(-0.3, 0.3) * ch
-        else:
-            cx, cy = rng.uniform(0, w), rng.uniform(0, h)
-        x0, y0 = int(np.clip(cx - cw / 2, 0, w - cw)), int(np.clip(cy - ch / 2, 0, h - ch))
-        gray, where = gray[y0 : y0 + ch, x0 : x0 + cw], where[y0 : y0 + ch, x0 : x0 + cw]
-        if len(boxes):
-            area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-            boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]] - x0, 0, cw)
-            boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]] - y0, 0, ch)
-            seen = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-            boxes = boxes[seen >= 0.45 * area]
+    if rng.random() < (0.15 if closeup else 0.4):  # zoom in / cut the object at the frame's edge
+        gray, where, boxes = _crop(rng, gray, where, boxes, 0.6 if closeup else 0.3)
     g = gray.astype(np.float32) / 255.0
     g = np.power(g, rng.uniform(0.6, 1.7)) * rng.uniform(0.82, 1.0) + rng.uniform(-0.03, 0.03)
+    g = _artefacts(rng, g)
     if rng.random() < 0.3:
         g = cv2.GaussianBlur(g, (0, 0), rng.uniform(0.5, 1.5))
     gray = np.clip(g * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if rng.random() < 0.3:  # real scans arrive as JPEG too
+        gray = cv2.imdecode(cv2.imencode(".jpg", gray, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(40, 95))])[1], cv2.IMREAD_GRAYSCALE)
     if rng.random() < 0.5:
         gray, where = gray[:, ::-1], where[:, ::-1]
         boxes[:, [0, 2]] = gray.shape[1] - boxes[:, [2, 0]]
@@ -95,6 +141,29 @@ def sample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray
         gray, where = gray[::-1, :], where[::-1, :]
         boxes[:, [1, 3]] = gray.shape[0] - boxes[:, [3, 1]]
     return letterbox_np(np.ascontiguousarray(gray), np.ascontiguousarray(where), boxes)
+
+
+def _render_batches(seed: int, batch: int, out: mp.Queue) -> None:  # type: ignore[type-arg]
+    """Worker process: batches from one generator seeded ``seed``, in order, forever."""
+    cv2.setNumThreads(1)
+    rng = np.random.default_rng(seed)
+    while True:
+        out.put([sample(rng) for _ in range(batch)])
+
+
+def batches(seed: int, batch: int, steps: int) -> Iterator[list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """``steps`` batches rendered ahead by one worker process: the same sequence as rendering
+    them here from ``default_rng(seed)``, so a run is reproducible from its seed."""
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue(maxsize=4)
+    worker = ctx.Process(target=_render_batches, args=(seed, batch, queue), daemon=True)
+    worker.start()
+    try:
+        for _ in range(steps):
+            yield queue.get(timeout=600)
+    finally:
+        worker.terminate()
+        worker.join()
 
 
 def giou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -122,13 +191,13 @@ def assign(gt: np.ndarray, on_object: np.ndarray, anchors: torch.Tensor, strides
     side = torch.max(g[:, 2] - g[:, 0], g[:, 3] - g[:, 1])
     s = strides[:, None]
     inside = (ax > g[:, 0]) & (ax < g[:, 2]) & (ay > g[:, 1]) & (ay < g[:, 3])
-    level = ((s == 8) & (side < 128)) | ((s == 16) & (side > 48))
+    level = ((s == 8) & (side < 96)) | ((s == 16) & (side > 32) & (side < 256)) | ((s == 32) & (side > 128))
     mine = torch.from_numpy(on_object.astype(np.int64))[:, None] == torch.from_numpy(gt[:, 5].astype(np.int64))[None, :]
     near = ((ax - cx).abs() < 2.5 * s) & ((ay - cy).abs() < 2.5 * s)
     dist = (ax - cx) ** 2 + (ay - cy) ** 2
     cand = torch.zeros_like(inside)
     for j in range(len(gt)):
-        for sv in (8, 16):
+        for sv in STRIDES:
             on = inside[:, j] & level[:, j] & mine[:, j] & (strides == sv)
             if not on.any():
                 continue
@@ -150,7 +219,6 @@ def assign(gt: np.ndarray, on_object: np.ndarray, anchors: torch.Tensor, strides
 
 def train(seed: int, steps: int, batch: int, log_every: int = 25) -> TinyYolo:
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
     model = TinyYolo(len(THREAT_CLASSES))
     anchors, strides = ANCHORS, STRIDES_T
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=5e-4)
@@ -158,8 +226,8 @@ def train(seed: int, steps: int, batch: int, log_every: int = 25) -> TinyYolo:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warm) * (0.03 + 0.97 * 0.5 * (1 + math.cos(math.pi * i / steps))))
     model.train()
     t0 = time.monotonic()
-    for step in range(steps):
-        imgs, gts, objs = zip(*(sample(rng) for _ in range(batch)))
+    for step, rendered in enumerate(batches(seed, batch, steps)):
+        imgs, gts, objs = zip(*rendered)
         x = torch.from_numpy(np.stack(imgs)).float().div_(255.0)[:, None].expand(-1, 3, -1, -1).contiguous()
         out = model(x)
         cls_target = torch.zeros(batch, anchors.shape[0], len(THREAT_CLASSES))
@@ -203,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("models/default"))
-    ap.add_argument("--steps", type=int, default=1800)
+    ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--eval", type=Path, default=None, help="measure an existing model dir and print metrics JSON")
     ap.add_argument("--eval-images", type=int, default=600)
@@ -225,12 +293,19 @@ def main(argv: list[str] | None = None) -> None:
     model = train(args.seed, args.steps, args.batch)
     onnx_path = args.out / "model.onnx"
     sha = export(model, onnx_path)
-    from models import evaluate  # imported after training: a long run need not wait for it
+    # imported after training: a long run need not wait for it
+    from models import evaluate
+
     n_images = args.steps * args.batch
     evaluate.finish_manifest(
         args.out,
         sha,
-        training_data=f"synthetic parcels from simulator/xray.py, seed {args.seed}, {n_images} images ({args.steps} steps x {args.batch})",
+        training_data=(
+            f"synthetic scans from simulator/xray.py only, seed {args.seed}, {n_images} images ({args.steps} steps x {args.batch}): "
+            f"{1 - CLOSEUP_SHARE:.0%} parcels (0-3 threats among clutter and confusers), {CLOSEUP_SHARE:.0%} close-ups of one object "
+            f"({1 - CLOSEUP_BENIGN:.0%} threats, {CLOSEUP_BENIGN:.0%} benign metal confusers); half dual-energy (gray_from_high), "
+            "half single-energy greyscale; exposure, blur, JPEG, crop and imaging-artefact augmentation"
+        ),
         input_hw=INPUT_HW,
         pad=PAD,
         seed=args.seed,

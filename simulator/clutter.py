@@ -1,5 +1,7 @@
-"""Benign parcel contents, confusers included: metal that is not a threat (keys, coins, springs,
-screws, scissors, cutlery, tools, phones, chargers, cables) so a model learns metal != threat."""
+"""Benign parcel contents: clothes' companions (books, bottles, food, shoes), electronics (phones,
+laptops, boards, chargers, headphones, cables) and confusers, metal that is not a threat (keys,
+coins, springs, screws, clips, gears, wheels, scissors, cutlery, tools), so a model learns that
+metal is not a threat by itself."""
 
 from __future__ import annotations
 
@@ -75,7 +77,7 @@ def keys(rng: np.random.Generator) -> list[Part]:
         body = np.concatenate([ellipse_pts(12 + head / 2, 0, head, head * 0.8, 12)], axis=0)
         for poly in (bit, body):
             rot = np.stack([c * poly[:, 0] - s * poly[:, 1], s * poly[:, 0] + c * poly[:, 1]], 1)
-            parts.append(Poly((rot,), "copper" if k % 2 else "steel", rng.uniform(0.15, 0.25)))
+            parts.append(Poly((rot,), "brass" if k % 2 else "steel", rng.uniform(0.15, 0.25)))
     return parts
 
 
@@ -140,7 +142,117 @@ def tool(rng: np.random.Generator) -> list[Part]:
     return [Poly((rect_pts(-length / 2, -7, length / 2, 7), jaw, ellipse_pts(-length / 2, 0, 11, 11, 12)), "steel", rng.uniform(0.4, 0.8), (rect_pts(length / 2, -5, length / 2 + 16, 5),))]
 
 
+def paper_clips(rng: np.random.Generator) -> list[Part]:
+    """Paper clips and binder clips: thin steel wire loops, a folded steel sheet."""
+    parts: list[Part] = []
+    for _ in range(int(rng.integers(1, 6))):
+        x, y, length = rng.uniform(-25, 25), rng.uniform(-25, 25), rng.uniform(25, 50)
+        w = length * 0.3
+        loop = np.array([[0, 0], [length, 0], [length, w], [w * 0.3, w], [w * 0.3, w * 0.25], [length * 0.8, w * 0.25], [length * 0.8, w * 0.7]], float)
+        a = rng.uniform(0, 2 * np.pi)
+        c, s = np.cos(a), np.sin(a)
+        parts.append(Line(np.stack([c * loop[:, 0] - s * loop[:, 1] + x, s * loop[:, 0] + c * loop[:, 1] + y], 1), "steel", 0.1, 1.0))
+    if rng.random() < 0.4:
+        w = rng.uniform(15, 40)
+        parts.append(Poly((rect_pts(-w / 2, -w / 3, w / 2, w / 3),), "steel", rng.uniform(0.2, 0.4), (rect_pts(-w / 2 + 2, -w / 3 + 2, w / 2 - 2, w / 3 - 2),)))
+        parts.append(Line(np.array([[-w / 3, w / 3], [-w / 3, w], [w / 3, w], [w / 3, w / 3]]), "steel", 0.15, 1.5))
+    return parts
+
+
+def disc(rng: np.random.Generator) -> list[Part]:
+    """Gears, washers, wheels and rims: dense round parts with a hub, spokes or teeth."""
+    u = rng.uniform
+    r = u(10, 90)
+    metal = str(rng.choice(["steel", "aluminium", "zinc", "brass"]))
+    t = u(0.2, 0.8) if metal != "aluminium" else u(0.8, 3.0)
+    kind = rng.integers(3)
+    if kind == 0:  # gear
+        n = int(rng.integers(10, 40))
+        ang = np.linspace(0, 2 * np.pi, 4 * n, endpoint=False)
+        rad = np.where((np.arange(4 * n) // 2) % 2 == 0, r, r * u(0.85, 0.93))
+        outline = np.stack([rad * np.cos(ang), rad * np.sin(ang)], 1)
+        return [Poly((outline,), metal, t, (ellipse_pts(0, 0, r * u(0.1, 0.35), r * u(0.1, 0.35), 16),))]
+    if kind == 1:  # washer / bearing ring
+        return [Poly((ellipse_pts(0, 0, r, r, 32),), metal, t, (ellipse_pts(0, 0, r * u(0.3, 0.7), r * u(0.3, 0.7), 24),))]
+    n = int(rng.integers(3, 7))  # wheel: rim, hub, spokes
+    parts: list[Part] = [Line(ellipse_pts(0, 0, r, r, 40), metal, t * 2, max(2.0, r * u(0.05, 0.12)), True),
+                         Poly((ellipse_pts(0, 0, r * 0.22, r * 0.22, 16),), metal, t * 2, (ellipse_pts(0, 0, r * 0.08, r * 0.08, 10),))]
+    for k in range(n):
+        a = 2 * np.pi * k / n
+        parts.append(Line(np.array([[0, 0], [r * np.cos(a), r * np.sin(a)]]), metal, t * 1.5, max(2.0, r * u(0.08, 0.2))))
+    return parts
+
+
+def shoe(rng: np.random.Generator) -> list[Part]:
+    """A shoe: rubber sole, textile/leather upper, often a steel shank and eyelets or a buckle."""
+    u = rng.uniform
+    length, width = u(220, 300), u(75, 105)
+    outline = np.concatenate([ellipse_pts(length / 2 - width / 2, 0, width / 2, width / 2, 12, -np.pi / 2, np.pi / 2),
+                              ellipse_pts(-length / 2 + width * 0.4, 0, width * 0.4, width * 0.42, 12, np.pi / 2, 3 * np.pi / 2)])
+    parts: list[Part] = [Poly((outline,), "rubber", u(1.0, 3.0)), Poly((outline * 0.9,), "textile", u(3, 8))]
+    if rng.random() < 0.5:
+        parts.append(Poly((rect_pts(-length * 0.3, -6, -length * 0.05, 6),), "steel", u(0.1, 0.2)))
+    if rng.random() < 0.6:
+        for k in range(int(rng.integers(3, 7))):
+            for side in (-1, 1):
+                parts.append(Line(ellipse_pts(length * 0.05 + 12 * k, side * width * 0.25, 2.5, 2.5, 8), "steel", 0.1, 1.0, True))
+    return parts
+
+
+def laptop(rng: np.random.Generator) -> list[Part]:
+    """A laptop or tablet: aluminium shell, display glass, battery pack, board with chips."""
+    u = rng.uniform
+    w, h = u(180, 340), u(130, 240)
+    parts: list[Part] = [Poly((rect_pts(-w / 2, -h / 2, w / 2, h / 2),), "aluminium", u(0.1, 0.3)),
+                         Poly((rect_pts(-w / 2, -h / 2, w / 2, h / 2),), "glass", u(0.1, 0.2)),
+                         Poly((rect_pts(-w * 0.45, h * 0.05, w * 0.45, h * 0.45),), "cell", u(0.3, 0.6)),
+                         Poly((rect_pts(-w * 0.45, -h * 0.45, w * 0.2, 0),), "pcb", 0.15)]
+    for _ in range(int(rng.integers(3, 9))):
+        x, y = u(-w * 0.43, w * 0.1), u(-h * 0.43, -h * 0.1)
+        parts.append(Poly((rect_pts(x, y, x + u(5, 25), y + u(5, 20)),), "copper" if rng.random() < 0.3 else "steel", u(0.05, 0.2)))
+    for _ in range(int(rng.integers(4, 12))):  # screws
+        x, y = u(-w / 2 + 4, w / 2 - 4), u(-h / 2 + 4, h / 2 - 4)
+        parts.append(Poly((ellipse_pts(x, y, 2.5, 2.5, 8),), "steel", 0.3))
+    return parts
+
+
+def circuit_board(rng: np.random.Generator) -> list[Part]:
+    """A bare PCB with chips, connectors and a crystal can."""
+    u = rng.uniform
+    w, h = u(40, 160), u(30, 110)
+    parts: list[Part] = [Poly((rect_pts(-w / 2, -h / 2, w / 2, h / 2),), "pcb", 0.16)]
+    for _ in range(int(rng.integers(3, 12))):
+        x, y = u(-w / 2, w / 2 - 10), u(-h / 2, h / 2 - 8)
+        parts.append(Poly((rect_pts(x, y, x + u(3, 20), y + u(3, 15)),), str(rng.choice(["copper", "steel", "plastic"])), u(0.05, 0.4)))
+    return parts
+
+
+def headphones(rng: np.random.Generator) -> list[Part]:
+    """Headphones: a steel headband arc and two ear cups with magnets and coils."""
+    u = rng.uniform
+    r = u(60, 90)
+    parts: list[Part] = [Line(ellipse_pts(0, 0, r, r * u(0.9, 1.2), 20, np.pi, 2 * np.pi), "steel", 0.15, u(2, 5))]
+    for side in (-1, 1):
+        parts.append(Poly((ellipse_pts(side * r, 10, 30, 35, 16),), "plastic", 2.0))
+        parts.append(Poly((ellipse_pts(side * r, 10, 10, 10, 12),), "steel", u(0.4, 0.8)))
+        parts.append(Line(ellipse_pts(side * r, 10, 15, 15, 16), "copper", 0.2, 1.5, True))
+    return parts
+
+
+def dense_food(rng: np.random.Generator) -> list[Part]:
+    """Benign dense organics: cheese, soap, a block of chocolate or dried fruit."""
+    w, h = rng.uniform(40, 140), rng.uniform(30, 90)
+    return [Poly((rect_pts(-w / 2, -h / 2, w / 2, h / 2),), "organic_dense", rng.uniform(2, 6))]
+
+
+CONFUSERS: tuple[Callable[[np.random.Generator], list[Part]], ...] = (
+    keys, coins, spring, screws, scissors, cutlery, tool, paper_clips, disc, phone, charger, headphones, circuit_board,
+)
+"""Benign metal that looks like something: drawn alone and large in close-up views, so a model
+learns that a big dark object is not a gun by default."""
+
 CLUTTER: tuple[tuple[Callable[[np.random.Generator], list[Part]], float], ...] = (
     (book, 0.6), (bottle, 0.4), (food, 0.4), (phone, 0.35), (charger, 0.35), (cable, 0.8), (keys, 0.45),
     (coins, 0.45), (spring, 0.35), (screws, 0.45), (scissors, 0.3), (cutlery, 0.35), (tool, 0.25),
+    (paper_clips, 0.3), (disc, 0.3), (shoe, 0.2), (laptop, 0.15), (circuit_board, 0.2), (headphones, 0.15), (dense_food, 0.15),
 )

@@ -1,6 +1,6 @@
 """Materials and the attenuation canvas the synthetic scans are drawn on.
 
-Physics: Beer-Lambert at two effective energies, ``T(E) = exp(-sum_m mu_m(E) * t_m)``. The canvas
+Physics: Beer-Lambert at two effective energies (50 and 100 keV), ``T(E) = exp(-sum_m mu_m(E) * t_m)``. The canvas
 accumulates the exponent (attenuation) per energy, so stacking objects is adding thicknesses and
 projecting a threat into a clean scan is multiplying transmissions, as a real beam does.
 """
@@ -16,30 +16,46 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Material:
-    """Linear attenuation coefficients (1/cm) at the low (~50 keV) and high (~100 keV) energies."""
+    """Linear attenuation coefficients (1/cm) at the low (50 keV) and high (100 keV) effective
+    energies: mass attenuation coefficient (cm^2/g) x density (g/cm^3)."""
 
     name: str
     mu_low: float
     mu_high: float
 
 
-# Effective-energy values from NIST XCOM mass attenuation x density, rounded; porous goods
-# (textiles, cardboard) use a bulk density with air gaps. The low/high ratio is what
-# material rendering keys on: ~1.4 organic, ~3 light metal, ~5-6 iron and copper.
+def _nist(name: str, density: float, mass_mu_50kev: float, mass_mu_100kev: float) -> Material:
+    return Material(name, round(mass_mu_50kev * density, 4), round(mass_mu_100kev * density, 4))
+
+
+# Mass attenuation coefficients mu/rho (cm^2/g, total with coherent scattering) at 50 and 100 keV,
+# near the effective energies of a dual-energy belt scanner's low and high channels (~140 kV tube),
+# from NIST Standard Reference Database 126, "X-Ray Mass Attenuation Coefficients" (J. H. Hubbell
+# and S. M. Seltzer, NISTIR 5632; https://physics.nist.gov/PhysRefData/XrayMassCoef/): Table 3
+# for the elements (Al, Fe, Cu, Zn), Table 4 for water; compounds and mixtures (cellulose,
+# polycarbonate, glass, FR-4, a Li-ion jelly roll, brass, filled rubber) by the weight-fraction
+# mixture rule over the same elemental values (as NIST XCOM computes them; cross-checked with
+# XrayDB). Densities are bulk: textiles and paper include their air gaps. The low/high ratio is
+# what material rendering keys on: ~1.2-1.4 organic, ~2-2.7 glass, light metal and PCB, ~4 for a
+# cell, 5-6 for iron, zinc and copper.
 MATERIALS: dict[str, Material] = {
     m.name: m
     for m in (
-        Material("textile", 0.085, 0.060),
-        Material("paper", 0.200, 0.125),
-        Material("plastic", 0.250, 0.170),
-        Material("water", 0.230, 0.170),
-        Material("food", 0.260, 0.180),
-        Material("glass", 1.100, 0.450),
-        Material("pcb", 0.800, 0.350),
-        Material("aluminium", 1.600, 0.500),
-        Material("cell", 4.000, 1.000),  # Li-ion jelly roll: Cu/Al foils, oxides, electrolyte
-        Material("steel", 15.00, 2.900),
-        Material("copper", 23.00, 4.100),
+        _nist("textile", 0.40, 0.2092, 0.1621),  # cotton (cellulose), loosely packed
+        _nist("paper", 0.80, 0.2092, 0.1621),  # cellulose
+        _nist("plastic", 1.20, 0.2003, 0.1600),  # polycarbonate / ABS
+        _nist("water", 1.00, 0.2269, 0.1707),
+        _nist("food", 1.10, 0.2201, 0.1674),  # 60 % water, 30 % sugar, 10 % starch
+        _nist("organic_dense", 1.65, 0.2102, 0.1626),  # sucrose-like dense organic block
+        _nist("rubber", 1.20, 0.3355, 0.1814),  # polyisoprene, 20 % silica, 5 % ZnO filler (soles)
+        _nist("glass", 2.50, 0.3517, 0.1721),  # soda-lime
+        _nist("pcb", 1.85, 0.5217, 0.1966),  # FR-4 (55 % glass, 35 % epoxy) with 10 % copper
+        _nist("aluminium", 2.699, 0.3681, 0.1704),
+        _nist("cell", 2.60, 1.0812, 0.2637),  # Li-ion jelly roll: LiCoO2, graphite, Cu/Al foils, electrolyte
+        _nist("zinc", 7.13, 2.8931, 0.4974),  # die-cast (zamak) parts
+        _nist("steel", 7.874, 1.958, 0.3717),  # iron
+        _nist("brass", 8.50, 2.7166, 0.4729),  # 63 % Cu, 37 % Zn (keys)
+        _nist("copper", 8.96, 2.613, 0.4584),
     )
 }
 

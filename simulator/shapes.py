@@ -75,29 +75,67 @@ def draw(cv: Canvas, parts: list[Part], angle: float, scale: float, centre: tupl
 # --- threats -------------------------------------------------------------------------------
 
 
-def gun(rng: np.random.Generator) -> list[Part]:
-    """A handgun silhouette: pistol (slide, frame, angled grip) or revolver (barrel, cylinder)."""
+def _grip(x_back: float, x_front: float, top: float, length: float, rake: float) -> Points:
+    """A handgun grip: a raked quadrilateral hanging below the frame, rounded at the butt."""
+    dx = np.tan(rake) * length
+    return np.array([[x_back, top], [x_front, top], [x_front - dx + 4, top + length], [x_back - dx + 6, top + length + 4], [x_back - dx, top + length - 6]], float)
+
+
+def pistol(rng: np.random.Generator) -> list[Part]:
+    """A semi-automatic pistol: slide, frame, raked grip with magazine, trigger guard."""
     u = rng.uniform
-    guard = Line(ellipse_pts(-12, -14, u(18, 24), u(13, 18), 10, 0.0, np.pi), "steel", u(0.6, 1.2), u(4, 6))
-    trigger = Poly((np.array([[-15, -18], [-10, -18], [-13, 2], [-18, 0]], float),), "steel", 0.6)
-    grip_back = u(-95, -75)
-    grip = Poly((np.array([[-78, -30], [-40, -30], [-28 + u(-5, 5), 62], [grip_back + 10, 66], [grip_back, 55]], float),), "steel", u(1.8, 3.0))
-    if rng.random() < 0.65:
-        length = u(75, 115)
-        slide = Poly((rect_pts(-85, -55, length, -30),), "steel", u(2.0, 3.0))
-        frame = Poly((rect_pts(-80, -30, length * 0.7, -18),), "steel", u(1.5, 2.5))
-        return [slide, frame, grip, guard, trigger]
-    barrel_end = u(70, 140)
-    barrel = Poly((rect_pts(0, -54, barrel_end, -40),), "steel", u(1.5, 2.2))
-    drum = Poly((rect_pts(-32, -60, 4, -26),), "steel", u(3.0, 4.0))
-    frame = Poly((rect_pts(-62, -56, 0, -24), np.array([[-62, -56], [-75, -70], [-68, -72], [-52, -56]], float)), "steel", u(1.8, 2.5))
-    return [barrel, drum, frame, grip, guard, trigger]
+    length, height = u(150, 215), u(24, 36)
+    metal = "zinc" if rng.random() < 0.15 else "steel"
+    parts: list[Part] = [Poly((rect_pts(-length / 2, -height, length / 2, 0),), metal, u(2.0, 3.2))]  # slide
+    if rng.random() < 0.5:  # sights
+        parts.append(Poly((rect_pts(length / 2 - 10, -height - 4, length / 2 - 5, -height), rect_pts(-length / 2 + 4, -height - 4, -length / 2 + 12, -height)), metal, 1.0))
+    frame_end = length / 2 - u(0, 30)
+    parts.append(Poly((rect_pts(-length / 2 + 5, 0, frame_end, u(10, 16)),), "plastic" if rng.random() < 0.4 else metal, u(1.5, 2.5)))
+    grip_len, grip_w = u(70, 105), u(28, 40)
+    x_back = -length / 2 + u(0, 15)
+    grip = _grip(x_back, x_back + grip_w, 8.0, grip_len, u(0.15, 0.4))
+    parts.append(Poly((grip,), "plastic" if rng.random() < 0.4 else metal, u(2.0, 3.2)))
+    parts.append(Poly((grip * (0.8, 0.95) + (x_back * 0.2 + 4, 2),), "steel", u(0.8, 1.4)))  # magazine inside
+    gx = x_back + grip_w + u(2, 10)
+    parts.append(Line(ellipse_pts(gx + 14, 10, u(14, 20), u(12, 17), 10, 0.0, np.pi), metal, u(0.6, 1.2), u(3, 6)))
+    parts.append(Poly((np.array([[gx + 8, 10], [gx + 14, 10], [gx + 10, 26], [gx + 5, 24]], float),), "steel", 0.6))
+    return parts
+
+
+def revolver(rng: np.random.Generator) -> list[Part]:
+    """A revolver: barrel (with or without underlug), the thick cylinder, frame, hammer and a
+    raked grip (steel, or a steel frame inside wood or plastic panels); snub-nosed to
+    long-barrelled."""
+    u = rng.uniform
+    barrel = u(45, 160)
+    bore = u(11, 17)
+    parts: list[Part] = [Poly((rect_pts(0, -bore, barrel, 0),), "steel", u(1.6, 2.4))]
+    if rng.random() < 0.5:  # ejector-rod housing / underlug
+        parts.append(Poly((rect_pts(0, 0, barrel * u(0.5, 1.0), u(6, 10)),), "steel", u(1.0, 1.8)))
+    cyl_len, cyl_h = u(34, 44), u(34, 44)
+    cyl_y = -bore / 2 + u(2, 6)
+    parts.append(Poly((rect_pts(-cyl_len, cyl_y - cyl_h / 2, 0, cyl_y + cyl_h / 2),), "steel", u(3.0, 4.2)))
+    top, bottom = -bore - u(4, 8), u(14, 22)
+    parts.append(Poly((rect_pts(-cyl_len - 18, top, 0, bottom),), "steel", u(1.8, 2.6)))
+    parts.append(Poly((np.array([[-cyl_len - 18, top], [-cyl_len - 30, top - u(8, 16)], [-cyl_len - 24, top - 14], [-cyl_len - 8, top]], float),), "steel", 1.2))
+    grip_len = u(65, 95)
+    grip = np.array([[-cyl_len - 18, bottom - 6], [-cyl_len + 2, bottom], [-cyl_len - 8 - u(10, 25), bottom + grip_len], [-cyl_len - 30 - u(10, 25), bottom + grip_len - 6], [-cyl_len - 36, bottom + 10]], float)
+    parts.append(Poly((grip,), "steel" if rng.random() < 0.5 else "plastic", u(2.0, 3.2)))
+    parts.append(Poly((grip * 0.85 + (-cyl_len * 0.15 - 4, 6),), "steel", u(0.4, 1.0)))  # frame inside wood/plastic panels
+    gx = -cyl_len + 4
+    parts.append(Line(ellipse_pts(gx, bottom, u(12, 16), u(10, 14), 10, 0.0, np.pi), "steel", u(0.6, 1.2), u(3, 5)))
+    return parts
+
+
+def gun(rng: np.random.Generator) -> list[Part]:
+    """A handgun: pistol or revolver, varied in size and proportions."""
+    return pistol(rng) if rng.random() < 0.55 else revolver(rng)
 
 
 def knife(rng: np.random.Generator) -> list[Part]:
-    """A kitchen knife or dagger: tapered steel blade, handle, tang and bolster."""
+    """A kitchen knife, dagger or folding knife: tapered steel blade, handle, tang and bolster."""
     u = rng.uniform
-    length, width = u(90, 200), u(16, 40)
+    length, width = u(70, 200), u(14, 40)
     xs = np.linspace(length, 0, 12)
     edge = np.stack([xs, -width / 2 + width * (1 - (xs / length) ** 2)], 1)
     if rng.random() < 0.3:  # dagger: symmetric double edge
@@ -106,10 +144,11 @@ def knife(rng: np.random.Generator) -> list[Part]:
         blade = np.concatenate([top, edge], axis=0)
     else:
         blade = np.concatenate([np.array([[0, -width / 2], [length * 0.9, -width / 2]]), edge], axis=0)
-    hl, hw = u(80, 120), width * u(0.6, 0.9)
+    hl, hw = u(70, 120), width * u(0.6, 0.9)
+    handle_metal = rng.random() < 0.25  # all-steel or folding-knife liners
     parts: list[Part] = [
-        Poly((blade,), "steel", u(0.15, 0.35)),
-        Poly((rect_pts(-hl, -hw / 2, 0, hw / 2),), "plastic", u(1.5, 2.5)),
+        Poly((blade,), "steel", u(0.15, 0.4)),
+        Poly((rect_pts(-hl, -hw / 2, 0, hw / 2),), "steel" if handle_metal else "plastic", u(0.3, 0.6) if handle_metal else u(1.5, 2.5)),
         Poly((rect_pts(-8, -hw / 2 - 2, 0, hw / 2 + 2),), "steel", u(0.6, 1.2)),
     ]
     if rng.random() < 0.6:
@@ -118,35 +157,51 @@ def knife(rng: np.random.Generator) -> list[Part]:
 
 
 def blade(rng: np.random.Generator) -> list[Part]:
-    """A loose blade: double-edge razor (slotted) or trapezoid utility blade."""
+    """A loose blade: a double-edge safety-razor blade (43 x 22 mm, end notches, the central slot
+    with its round and cross-shaped openings) or a trapezoid utility blade, often in a stack."""
     u = rng.uniform
-    t = u(0.08, 0.2)  # thicker than a real razor (0.1 mm): the high plane barely sees those
-    if rng.random() < 0.5:
-        outer = np.array([[-21.5, -11], [21.5, -11], [21.5, -2], [19, 0], [21.5, 2], [21.5, 11], [-21.5, 11], [-21.5, 2], [-19, 0], [-21.5, -2]], float)
-        holes = [rect_pts(-13, -1.2, 13, 1.2)] + [ellipse_pts(x, 0, 3.0, 3.0, 8) for x in (-12.0, 0.0, 12.0)]
-        return [Poly((outer,), "steel", t, tuple(holes))]
-    outer = np.array([[-30, -9.5], [30, -9.5], [20, 9.5], [-20, 9.5]], float)
+    t = u(0.06, 0.2)  # thicker than one razor (0.1 mm): stacks, and the high plane barely sees one
+    if rng.random() < 0.6:
+        w, h, n = u(42, 44), u(21, 23), u(1.5, 3.5)
+        outer = np.array([[-w / 2, -h / 2], [w / 2, -h / 2], [w / 2, -n], [w / 2 - n, 0], [w / 2, n], [w / 2, h / 2], [-w / 2, h / 2], [-w / 2, n], [-w / 2 + n, 0], [-w / 2, -n]], float)
+        slot = u(11, 15)
+        holes = [rect_pts(-slot, -u(0.8, 1.5), slot, u(0.8, 1.5))] + [ellipse_pts(x, 0, r, r, 10) for x, r in ((-slot, u(2.0, 3.2)), (0.0, u(2.5, 4.0)), (slot, u(2.0, 3.2)))]
+        if rng.random() < 0.5:  # cross-shaped openings either side of centre
+            holes += [rect_pts(x - 1.0, -3.5, x + 1.0, 3.5) for x in (-slot / 2, slot / 2)]
+        parts: list[Part] = [Poly((outer,), "steel", t, tuple(holes))]
+        if rng.random() < 0.3:  # paper wrapper
+            parts.append(Poly((rect_pts(-w / 2 - 3, -h / 2 - 3, w / 2 + 3, h / 2 + 3),), "paper", 0.05))
+        return parts
+    length = u(55, 62)
+    outer = np.array([[-length / 2, -9.5], [length / 2, -9.5], [length / 2 - 10, 9.5], [-length / 2 + 10, 9.5]], float)
     notches = [ellipse_pts(x, -9.5, 2.5, 2.5, 8, 0.0, np.pi) for x in (-8.0, 8.0)]
-    return [Poly((outer,), "steel", t, tuple(notches))]
+    return [Poly((outer,), "steel", t * 2, tuple(notches))]
 
 
 def shuriken(rng: np.random.Generator) -> list[Part]:
-    """A throwing star: 4-8 points around a central hole."""
+    """A throwing star: 4-8 straight or hooked points around a central hole."""
     u = rng.uniform
-    n = int(rng.choice([4, 4, 5, 6, 8]))
-    big, small = u(35, 60), 0.0
-    small = big * u(0.22, 0.42)
-    twist = u(-0.25, 0.25) * np.pi / n
+    n = int(rng.choice([4, 4, 5, 6, 6, 8]))
+    big = u(30, 60)
+    small = big * u(0.18, 0.45)
+    twist = u(-0.3, 0.3) * np.pi / n
     k = np.arange(2 * n)
     ang = k * np.pi / n + np.where(k % 2 == 1, twist, 0.0)
-    rad = np.where(k % 2 == 0, big, small)
+    rad = np.where(k % 2 == 0, big * u(0.9, 1.0, 2 * n), small)
     star = np.stack([rad * np.cos(ang), rad * np.sin(ang)], 1)
-    return [Poly((star,), "steel", u(0.2, 0.7), (ellipse_pts(0, 0, big * 0.12, big * 0.12, 10),))]
+    holes = (ellipse_pts(0, 0, big * u(0.06, 0.16), big * u(0.06, 0.16), 12),)
+    return [Poly((star,), "steel", u(0.2, 0.7), holes)]
 
 
 def battery(rng: np.random.Generator) -> list[Part]:
-    """Lithium cells (18650 / AA size, 1-4 side by side), bare or inside a power bank."""
+    """Lithium cells (18650 / AA size, 1-4 side by side), bare or inside a power bank, or a flat
+    pouch cell."""
     u = rng.uniform
+    if rng.random() < 0.2:  # pouch cell (phone / power-bank pack): flat laminate with a PCB and tabs
+        w, h = u(35, 70), u(50, 110)
+        return [Poly((rect_pts(-w / 2, -h / 2, w / 2, h / 2),), "cell", u(0.4, 0.9)),
+                Poly((rect_pts(-w / 2, -h / 2 - 8, w / 2, -h / 2),), "pcb", 0.15),
+                Poly((rect_pts(-w / 4 - 2, -h / 2 - 12, -w / 4 + 2, -h / 2), rect_pts(w / 4 - 2, -h / 2 - 12, w / 4 + 2, -h / 2)), "aluminium", 0.2)]
     length, dia = (65.0, 18.0) if rng.random() < 0.6 else (50.0, 14.5)
     n = int(rng.integers(1, 5))
     ys = (np.arange(n) - (n - 1) / 2) * dia
@@ -164,6 +219,18 @@ def battery(rng: np.random.Generator) -> list[Part]:
     return parts
 
 
+def organic_block(rng: np.random.Generator) -> list[Part]:
+    """A dense organic block (wrapped slab, 5-15 cm): invisible to a shape detector on one
+    plane, a job for dual-energy material rules; drawn, never a detector class."""
+    u = rng.uniform
+    w, h = u(50, 150), u(40, 100)
+    parts: list[Part] = [Poly((rect_pts(-w / 2, -h / 2, w / 2, h / 2),), "organic_dense", u(2.5, 6.0)),
+                         Line(rect_pts(-w / 2, -h / 2, w / 2, h / 2), "plastic", 0.3, 2.0, True)]
+    if rng.random() < 0.5:  # wires taped to it
+        parts.append(Line(np.array([[-w / 2, 0], [-w / 2 - u(20, 60), u(-30, 30)], [-w / 2 - u(40, 90), u(-40, 40)]]), "copper", 0.1, 1.2))
+    return parts
+
+
 THREAT_BUILDERS: dict[str, Callable[[np.random.Generator], list[Part]]] = {
     "gun": gun,
     "knife": knife,
@@ -171,3 +238,7 @@ THREAT_BUILDERS: dict[str, Callable[[np.random.Generator], list[Part]]] = {
     "shuriken": shuriken,
     "battery": battery,
 }
+"""Builders keyed by detector class name (the manifest's classes)."""
+
+EXTRA_THREAT_BUILDERS: dict[str, Callable[[np.random.Generator], list[Part]]] = {"organic_block": organic_block}
+"""Threats the generator can draw that are not detector classes (for material rules)."""
