@@ -173,8 +173,7 @@ class SimLane:
             touching = self._take("touching", item)
             while not (self.belt.running and self._place(item, touching)):
                 await asyncio.sleep(0.002 if touching else 0.01)
-            record = self.stream.ead_record(truth)
-            if self.central is not None and record is not None and not truth.ead_late:
+            if self.central is not None and not truth.ead_late and (record := self.stream.ead_record(truth)):
                 await self.central.send(record)  # central has it before the item reaches the reader
             index += 1
 
@@ -210,8 +209,7 @@ class SimLane:
                 self.outcomes[ev.item.index].bin = ev.bin
                 self.routed += 1
                 truth = ev.item.payload  # type: ignore[assignment]
-                record = self.stream.ead_record(truth)
-                if self.central is not None and record is not None and truth.ead_late:
+                if self.central is not None and truth.ead_late and (record := self.stream.ead_record(truth)):
                     self.central.send_later(record, LATE_EAD_S)  # after the station has stored the item
                 if self.max_items is not None and self.routed >= self.max_items:
                     self.all_routed.set()

@@ -260,7 +260,7 @@ def _tell_daemon(args: argparse.Namespace, action: str, timeout: float = 5.0, **
 
 
 def _config_check(args: argparse.Namespace) -> int:
-    from station.daemon import load_ruleset
+    from station.rules import load_ruleset
 
     config = load_config(args.file)
     ruleset = load_ruleset(config)  # a bad rules file is a bad configuration

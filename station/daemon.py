@@ -22,7 +22,7 @@ from drivers.links import TcpLink
 from drivers.plc import Plc
 from drivers.profile import load_profile
 from drivers.scanner import Scanner
-from station.config import Config, ConfigError
+from station.config import Config
 from station.control import ControlServer, socket_path
 from station.detector import Detector, ModelError
 from station.ead.importer import import_ead_file
@@ -34,7 +34,7 @@ from station.lane.core import LaneCore, LaneState
 from station.lane.runtime import LaneRuntime
 from station.model_swap import ModelSwitch
 from station.mqtt_link import CentralLink, Topics
-from station.rules import RulesError, RuleSet, load_rules
+from station.rules import load_ruleset
 from station.store import Store
 
 if TYPE_CHECKING:
@@ -60,14 +60,6 @@ class RunResult:
     alarms: dict[str, int] = field(default_factory=dict)
     outbox_left: int = 0
     published: int = 0
-
-
-def load_ruleset(config: Config) -> RuleSet:
-    """The configured risk rules; a bad rules file stops the start like any bad configuration."""
-    try:
-        return load_rules(config.rules.path, config.rules.overrides)
-    except RulesError as err:
-        raise ConfigError(str(err)) from err
 
 
 def load_detector(config: Config) -> tuple[Detector | None, str | None]:

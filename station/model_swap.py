@@ -57,13 +57,13 @@ class ModelSwitch:
                 detector = await asyncio.to_thread(Detector.load, path, self.threads)  # verifies and warms up
             except ModelIntegrityError as err:
                 self._swap(None, why=str(err))
-                self._audit("MODEL_REFUSED", f"{err}; the lane is MANUAL_ONLY until a good model is loaded")
+                self.runtime.dispatch_alarm("MODEL_REFUSED", f"{err}; the lane is MANUAL_ONLY until a good model is loaded")
                 return {"ok": False, "error": str(err), **self.status()}
             except ModelError as err:
-                self._audit("MODEL_LOAD_FAILED", f"{err}; the current model stays")
+                self.runtime.dispatch_alarm("MODEL_LOAD_FAILED", f"{err}; the current model stays")
                 return {"ok": False, "error": str(err), **self.status()}
             self._swap(detector)
-            self._audit("MODEL_LOADED", f"{detector.manifest.name} {detector.manifest.version} sha256 {detector.model_hash} from {path}")
+            self.runtime.dispatch_alarm("MODEL_LOADED", f"{detector.manifest.name} {detector.manifest.version} sha256 {detector.model_hash} from {path}")
             return {"ok": True, **self.status()}
 
     async def rollback(self) -> dict[str, object]:
@@ -72,7 +72,7 @@ class ModelSwitch:
                 return {"ok": False, "error": "no earlier model to roll back to", **self.status()}
             back = self.previous
             self._swap(back)
-            self._audit("MODEL_ROLLBACK", f"back to {back.manifest.name} {back.manifest.version} sha256 {back.model_hash}")
+            self.runtime.dispatch_alarm("MODEL_ROLLBACK", f"back to {back.manifest.name} {back.manifest.version} sha256 {back.model_hash}")
             return {"ok": True, **self.status()}
 
     def _swap(self, detector: Detector | None, why: str | None = None) -> None:
@@ -82,6 +82,3 @@ class ModelSwitch:
         self.worker.detector = detector
         self.why_none = why if detector is None else None
         self.runtime.dispatch(m.ModelChanged(time.monotonic(), None if detector is None else detector.model_hash))
-
-    def _audit(self, code: str, detail: str) -> None:
-        self.runtime.dispatch_alarm(code, detail)

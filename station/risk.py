@@ -9,9 +9,11 @@ INSPECT with a reason. Every decision carries the version of the rules that made
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
+from station.ead.checks import content_mismatch, weight_mismatch
+from station.ead.record import EadRecord
 from station.lane.messages import Detected, Reason
 
 RULES_VERSION = "builtin-1"
@@ -48,6 +50,20 @@ class Evidence:
                       "detections": tuple(Detected(x["label"], x["score"], tuple(x["box"]), x["threat"]) for x in d["detections"]),  # type: ignore[arg-type]
                       "inference_failure": reason(d["inference_failure"]), "id_problem": reason(d["id_problem"]),
                       "lane_problems": reasons(d["lane_problems"]), "ead_findings": reasons(d["ead_findings"])})
+
+
+def with_declaration(evidence: Evidence, record: EadRecord, findings: tuple[Reason, ...]) -> Evidence:
+    """`evidence` with the item's declaration in it: the record's own findings (`findings`, from
+    `check_record`), the declaration weighed against the scan (CONTENT_MISMATCH) and the scale
+    (WEIGHT_MISMATCH), and the declared figures the rules may test. The lane core uses it at decision
+    time; the runtime uses it to decide again when a declaration arrives after its item was stored."""
+    labels = [d.label for d in evidence.detections]
+    weighed = None if evidence.measured_weight_kg is None else weight_mismatch(record, evidence.measured_weight_kg)
+    extra = tuple(r for r in (content_mismatch(record, labels), weighed) if r is not None)
+    return replace(evidence, ead_found=True, ead_findings=findings + extra,
+                   declared_weight_kg=record.total_gross_weight_kg, declared_value=record.total_value,
+                   declared_currency=record.currency, declared_category=record.category,
+                   sender_country=record.sender.country)
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,18 @@ async def settled(lane: Lane) -> None:
     await stored(lane, lane.runtime.items_stored + 1)
 
 
+async def station_command(data_dir: Path, *args: str, cwd: Path | None = None) -> dict[str, object]:
+    """A `station lane|model ...` command as an operator types it, against the daemon of `data_dir`:
+    its one JSON reply, whose `ok` must agree with the exit code."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "station.cli", *args, "--data-dir", str(data_dir), cwd=cwd,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    reply = json.loads(out)
+    assert (proc.returncode == 0) == reply["ok"], err
+    return dict(reply)
+
+
 def operator(lane: Lane, action: str) -> None:
     lane.runtime.dispatch(m.Operator(time.monotonic(), action))  # type: ignore[arg-type]
 
@@ -320,13 +332,7 @@ def test_the_operator_resets_and_restarts_through_station_lane(tmp_path: Path) -
     """After an E-stop the lane waits; `station lane reset` and `start` (the control socket) bring it back."""
 
     async def station_lane(action: str) -> dict[str, object]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "station.cli", "lane", action, "--data-dir", str(tmp_path),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        out, err = await proc.communicate()
-        reply = json.loads(out)
-        assert (proc.returncode == 0) == reply["ok"], err
-        return dict(reply)
+        return await station_command(tmp_path, "lane", action)
 
     async def control(lane: Lane) -> None:
         assert lane.sim is not None

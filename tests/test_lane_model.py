@@ -8,17 +8,13 @@ import asyncio
 import hashlib
 import json
 import shutil
-import sys
-import threading
 from pathlib import Path
-
-import numpy as np
 
 from station.config import ModelSection
 from station.daemon import DEFAULT_MODEL, Lane, run_station
-from station.detector import Detection, Detector
 from station.store import Store
-from tests.test_faults import config, run, stored, until
+from tests.station.test_inference import StuckOnce
+from tests.test_faults import config, run, station_command, stored, until
 
 
 def variant(dest: Path, note: str) -> Path:
@@ -53,13 +49,7 @@ def test_models_swap_between_items_a_tampered_one_means_manual_only_and_rollback
 
     async def station_model(*args: str) -> dict[str, object]:
         """`station model ...` as the technician types it, from the folder the models are in."""
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "station.cli", "model", *args, "--data-dir", str(tmp_path), cwd=tmp_path / "models",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        out, err = await proc.communicate()
-        reply = json.loads(out)
-        assert (proc.returncode == 0) == reply["ok"], err
-        return dict(reply)
+        return await station_command(tmp_path, "model", *args, cwd=tmp_path / "models")
 
     async def control(lane: Lane) -> None:
         await stored(lane, 3)
@@ -108,24 +98,6 @@ def test_models_swap_between_items_a_tampered_one_means_manual_only_and_rollback
     assert [c for c in codes if c.startswith("MODEL_")] == ["MODEL_LOAD_FAILED", "MODEL_LOADED", "MODEL_REFUSED", "MODEL_ROLLBACK"]
 
 
-class HangsOnce:
-    """The real detector, except that one image never finishes until released: an onnxruntime
-    call stuck in a driver, which no exception will ever end."""
-
-    def __init__(self, real: Detector) -> None:
-        self.real, self.model_hash, self.manifest = real, real.model_hash, real.manifest
-        self.release, self.calls = threading.Event(), 0
-
-    def detect(self, gray: np.ndarray) -> list[Detection]:
-        self.calls += 1
-        if self.calls == 1:
-            self.release.wait(30)
-        return self.real.detect(gray)
-
-    def is_threat(self, d: Detection) -> bool:
-        return self.real.is_threat(d)
-
-
 def test_a_hung_inference_sends_its_item_to_inspect_and_the_next_items_are_analysed(tmp_path: Path) -> None:
     marks: dict[str, object] = {}
 
@@ -133,7 +105,7 @@ def test_a_hung_inference_sends_its_item_to_inspect_and_the_next_items_are_analy
         await stored(lane, 2)
         real = lane.models.worker.detector
         assert real is not None
-        hang = HangsOnce(real)
+        hang = StuckOnce(real)
         marks["before"] = lane.runtime.items_stored
         lane.models.worker.detector = hang  # type: ignore[assignment]
         try:

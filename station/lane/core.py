@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from station.config import LaneSection
-from station.ead.checks import content_mismatch, weight_mismatch
 from station.ead.record import EadRecord
 from station.ead.s10 import s10_problem
 from station.lane import messages as m
-from station.risk import Decision, Evidence, decide
+from station.risk import Decision, Evidence, decide, with_declaration
 
 
 class LaneState(str, Enum):
@@ -294,14 +293,12 @@ class LaneCore:
         runtime revises the stored item once it has passed the gate."""
         if "encoder" not in self.values:
             return
-        enc, deadline = float(self.values["encoder"]), self.lane.gate_mm - self.lane.gate_margin_mm
-        moved = max(0.0, float(self.values.get("belt_speed", 0.0))) * max(0.0, ev.t - self._snapshot_t)
         for track in self.tracks:
             if track.item_id != ev.record.item_id or track.ead_state not in ("found", "missing"):
                 continue
             if track.ead_version is not None and track.ead_version >= ev.record.version:
                 continue
-            if track.lead(enc) + moved >= deadline:
+            if self._past_deadline(track, ev.t):
                 continue
             track.ead_state, track.ead_version = "found", ev.record.version
             track.ead_record, track.ead_findings = ev.record, ev.findings
@@ -314,9 +311,6 @@ class LaneCore:
         if "encoder" not in self.values:
             return
         enc, lane = float(self.values["encoder"]), self.lane
-        deadline = lane.gate_mm - lane.gate_margin_mm
-        # The deadline is physical: count the distance the belt has run since the last poll too.
-        moved = max(0.0, float(self.values.get("belt_speed", 0.0))) * max(0.0, t - self._snapshot_t)
         while self.tracks and self.tracks[0].lead(enc) > lane.gate_mm + lane.read_window_mm:
             self._missing(self.tracks.pop(0), t, out)
         for track in self.tracks:
@@ -333,10 +327,16 @@ class LaneCore:
             if track.scan_state == "pending" and lead > lane.tunnel_start_mm + lane.read_window_mm:
                 track.scan_state = "missing"
                 track.problems.append(m.Reason("SCAN_MISSING", "the scanner did not scan this item"))
-            if track.decision is None and lead + moved >= deadline:
+            if track.decision is None and self._past_deadline(track, t):
                 track.problems.append(m.Reason("DECISION_LATE", self._late_detail(track)))
                 out.append(m.Alarm("DECISION_LATE", f"track {track.track_id}: {self._late_detail(track)}"))
                 self._decide_now(track, t)
+
+    def _past_deadline(self, track: Track, t: float) -> bool:
+        """Whether the item's leading edge is at or past its decision deadline (gate_mm - gate_margin_mm).
+        The deadline is physical: the distance the belt has run since the last poll counts too."""
+        moved = max(0.0, float(self.values.get("belt_speed", 0.0))) * max(0.0, t - self._snapshot_t)
+        return track.lead(float(self.values["encoder"])) + moved >= self.lane.gate_mm - self.lane.gate_margin_mm
 
     def _missing(self, track: Track, t: float, out: list[m.Command]) -> None:
         """The item should have reached the gate eye by now and did not: a jam, or it left the belt."""
@@ -364,26 +364,17 @@ class LaneCore:
                 self._decide_now(track, t)
 
     def _decide_now(self, track: Track, t: float) -> None:
-        record = track.ead_record
-        findings = track.ead_findings
-        if record is not None:  # the declaration weighed against the scan and the scale
-            labels = [d.label for d in track.detections]
-            measured = None if track.weight_kg is None else weight_mismatch(record, track.weight_kg)
-            findings += tuple(r for r in (content_mismatch(record, labels), measured) if r is not None)
-        track.decision = self.decide(Evidence(
+        evidence = Evidence(
             detections=track.detections,
             inference_failure=track.inference_failure,
             id_problem=track.id_problem,
             ead_found=None if track.ead_state in ("not_looked_up", "pending") else track.ead_state == "found",
             lane_problems=tuple(track.problems),
-            ead_findings=findings,
             measured_weight_kg=track.weight_kg,
-            declared_weight_kg=None if record is None else record.total_gross_weight_kg,
-            declared_value=None if record is None else record.total_value,
-            declared_currency=None if record is None else record.currency,
-            declared_category=None if record is None else record.category,
-            sender_country=None if record is None else record.sender.country,
-        ))
+        )
+        if track.ead_record is not None:
+            evidence = with_declaration(evidence, track.ead_record, track.ead_findings)
+        track.decision = self.decide(evidence)
         track.decided_t = t
 
     def _drive_gate(self, out: list[m.Command]) -> None:

@@ -25,13 +25,13 @@ from drivers.barcode import BarcodeReader
 from drivers.plc import Plc, PlcError, PlcWriteError
 from drivers.scanner import Scanner
 from drivers.scanner_events import Interlock, ScanDone, ScanStarted
-from station.ead.checks import check_record, content_mismatch, weight_mismatch
+from station.ead.checks import check_record
 from station.ead.record import EadRecord, RecordInvalid, parse_json_record
 from station.inference import InferenceProblem, InferenceWorker
 from station.lane import messages as m
 from station.lane.core import LaneCore
 from station.mqtt_link import Topics
-from station.risk import Evidence
+from station.risk import Evidence, with_declaration
 from station.store import ItemRow, OutboxMessage, Store
 
 log = logging.getLogger(__name__)
@@ -295,18 +295,6 @@ def result_payload(row: ItemRow, topics: Topics, *, detections: tuple[m.Detected
 def reason_json(reason: m.Reason) -> dict[str, str]:
     """A reason as stored and published: its code and sentence, and the EAD field it concerns if any."""
     return {"code": reason.code, "detail": reason.detail, **({"field": reason.field} if reason.field else {})}
-
-
-def with_declaration(evidence: Evidence, record: EadRecord, findings: tuple[m.Reason, ...]) -> Evidence:
-    """`evidence` as it would have been with `record` found at look-up time (the lane core's own rule:
-    the record's findings, then the declaration weighed against the scan and the scale)."""
-    labels = [d.label for d in evidence.detections]
-    weighed = None if evidence.measured_weight_kg is None else weight_mismatch(record, evidence.measured_weight_kg)
-    extra = tuple(r for r in (content_mismatch(record, labels), weighed) if r is not None)
-    return replace(evidence, ead_found=True, ead_findings=findings + extra,
-                   declared_weight_kg=record.total_gross_weight_kg, declared_value=record.total_value,
-                   declared_currency=record.currency, declared_category=record.category,
-                   sender_country=record.sender.country)
 
 
 def stored_row(row: sqlite3.Row) -> ItemRow:

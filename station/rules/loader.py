@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from station.rules.engine import RuleSet
 from station.rules.schema import OverridesFile, Rule, RulesFile
 
 DEFAULT_RULES = Path(__file__).with_name("default.toml")
@@ -25,26 +25,18 @@ class RulesError(Exception):
     """A rules or overrides file cannot be used. The message is meant for the person who wrote it."""
 
 
-@dataclass(frozen=True)
-class LoadedRules:
-    version: str
-    inspect_threshold: float
-    rules: tuple[Rule, ...]
-    sources: tuple[str, ...]  # the files, base first
-
-
-def read_rules(path: Path | None = None, overrides: Path | None = None) -> LoadedRules:
+def read_rules(path: Path | None = None, overrides: Path | None = None) -> RuleSet:
     """The rules of `path` (None: the packaged default), changed by `overrides` when given."""
     path = DEFAULT_RULES if path is None else path
     text, raw = _read(path)
     base = _validate(RulesFile, raw, path, text)
     if overrides is None:
-        return LoadedRules(base.version, base.inspect_threshold, base.rule, (str(path),))
+        return RuleSet(base.version, base.inspect_threshold, base.rule, (str(path),))
     site_text, site_raw = _read(overrides)
     site = _validate(OverridesFile, site_raw, overrides, site_text)
     rules = _apply(base, raw["rule"], site, overrides, site_text)
     threshold = base.inspect_threshold if site.inspect_threshold is None else site.inspect_threshold
-    return LoadedRules(f"{base.version}+{site.version}", threshold, rules, (str(path), str(overrides)))
+    return RuleSet(f"{base.version}+{site.version}", threshold, rules, (str(path), str(overrides)))
 
 
 def _read(path: Path) -> tuple[str, dict[str, Any]]:
