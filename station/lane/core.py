@@ -78,6 +78,7 @@ class LaneCore:
         # What we last commanded; None: unknown, so the next wanted value is written whatever it is.
         self.gate_clear: bool | None = False
         self._blind = False  # the PLC link was lost: the next snapshot's edges are not to be trusted
+        self._at_gate: Track | None = None  # passed the gate eye; where it went is read from the next poll
         self._snapshot_t = 0.0  # when self.values were polled
         self._next_id = 1
 
@@ -123,6 +124,8 @@ class LaneCore:
         self._snapshot_t = snap.t
         self.plc_up = True
         enc = float(now["encoder"])
+        if self._at_gate is not None:
+            self._confirm_route(self._at_gate, unseen=self._blind, out=out)
         if self._blind:
             self._blind = False
             self._after_blackout(snap.t, enc, out)
@@ -181,8 +184,8 @@ class LaneCore:
             out.append(self._routed(track, "UNCONFIRMED"))
 
     def _route(self, t: float, enc: float, out: list[m.Command]) -> None:
-        # The diverter's position feedback says where this item went; without it, trust our own output.
-        routed = "CLEAR" if self.values.get("gate_position_clear", self.gate_clear) else "INSPECT"
+        """The gate eye saw an item arrive: the gate has routed it by the output it had at that moment."""
+        own_output = self.gate_clear
         # The PLC consumes the output as the item passes, unless our write landed after it: then the CLEAR
         # would wait for the next item. Re-state the output for the next item, INSPECT included.
         self.gate_clear = None
@@ -192,11 +195,31 @@ class LaneCore:
             head = Track(-self._next_id, enc - self.lane.gate_mm)
             self._next_id += 1
             head.problems.append(m.Reason("UNTRACKED_ITEM", "an item reached the gate that was not tracked"))
-            out.append(m.Alarm("UNTRACKED_ITEM", f"item at the gate with no track (gate output {routed})"))
+            output = "CLEAR" if own_output else "INSPECT"
+            out.append(m.Alarm("UNTRACKED_ITEM", f"item at the gate with no track (gate output {output})"))
         else:
             self.tracks.pop(0)
         if head.decision is None or head.problems:
             self._decide_now(head, t)
+        if "gate_position_clear" in self.values:
+            # The diverter reports where the item went, but a poll of several requests is not one PLC scan:
+            # the gate eye may be read after the scan that routed the item and the diverter before it. The
+            # next poll starts after this one, so all of it is later than the routing: read it there.
+            self._at_gate = head
+        else:
+            self._finish_route(head, "CLEAR" if own_output else "INSPECT", t, out)
+
+    def _confirm_route(self, head: Track, unseen: bool, out: list[m.Command]) -> None:
+        self._at_gate = None
+        if unseen:
+            head.problems.append(m.Reason("ROUTING_UNCONFIRMED", "the PLC link was lost before the diverter reported"))
+            self._decide_now(head, self._snapshot_t)
+            out.append(m.Alarm("ROUTING_UNCONFIRMED", f"track {head.track_id}: the diverter's report was not seen"))
+            out.append(self._routed(head, "UNCONFIRMED"))
+            return
+        self._finish_route(head, "CLEAR" if self.values.get("gate_position_clear") else "INSPECT", self._snapshot_t, out)
+
+    def _finish_route(self, head: Track, routed: str, t: float, out: list[m.Command]) -> None:
         assert head.decision is not None
         if routed == "INSPECT" and head.decision.decision == "CLEAR":
             # Fail safe, but the record must say where the item really went and why.

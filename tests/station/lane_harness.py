@@ -47,6 +47,9 @@ class VirtualLane:
     barcode_latency_s: float = 0.01
     image_latency_s: float = 0.04
     physics_dt: float = 0.004
+    # A poll of several Modbus requests is not one PLC scan: the diverter's report may be read before the
+    # scan that routed the item whose gate-eye edge the same poll shows. True: it always lags one poll.
+    torn_feedback: bool = False
 
     def __post_init__(self) -> None:
         g = Geometry(self.lane.barcode_mm, self.lane.tunnel_start_mm, self.lane.tunnel_end_mm, self.lane.gate_mm,
@@ -62,6 +65,7 @@ class VirtualLane:
         self._order = itertools.count()
         self._scan_of: dict[str, int] = {}
         self.gate_position_clear = False
+        self._polled_position_clear = False  # what the previous poll saw, for torn_feedback
 
     # ---- scheduling ---------------------------------------------------------------------------
 
@@ -135,7 +139,7 @@ class VirtualLane:
         return m.Snapshot(self.t, {
             "encoder": int(b.encoder_mm), **b.eyes, "estop_active": b.estop, "fault_code": b.fault_code,
             "gate_clear": b.gate_clear, "belt_running": b.running, "belt_run": b.run_command, "belt_speed": int(b.speed_mm_s),
-            "gate_position_clear": self.gate_position_clear,
+            "gate_position_clear": self._polled_position_clear if self.torn_feedback else self.gate_position_clear,
         })
 
     def start(self) -> None:
@@ -157,6 +161,7 @@ class VirtualLane:
                 self._apply(what)
             if self.t >= next_poll:
                 self.feed(self.snapshot())
+                self._polled_position_clear = self.gate_position_clear
                 next_poll += self.poll_s
             self._place_next()
             for ev in self.belt.step(self.physics_dt):

@@ -143,6 +143,7 @@ def test_an_untracked_item_at_the_gate_is_reported_not_lost() -> None:
     values = dict(lane.snapshot().values)
     values["gate_eye"] = True
     lane.feed(m.Snapshot(lane.t, values))  # something crossed the gate eye with no track
+    lane.feed(m.Snapshot(lane.t + lane.poll_s, values))  # the poll that reads where the diverter sent it
     assert len(lane.routed) == before + 1
     phantom = lane.routed[-1]
     assert phantom.decision == "INSPECT" and "UNTRACKED_ITEM" in codes(phantom)
@@ -167,14 +168,15 @@ parcel_strategy = st.builds(
     speed=st.floats(400, 1800),
     estop_at=st.one_of(st.none(), st.floats(0.5, 6.0)),
     write_latency=st.one_of(st.just(0.004), st.floats(0.001, 0.15)),  # a loaded PLC link: writes land late
+    torn_feedback=st.booleans(),
 )
 def test_lane_invariants(decide_fn: Decide, parcels: list[Parcel], gaps: list[float], speed: float,
-                         estop_at: float | None, write_latency: float) -> None:
+                         estop_at: float | None, write_latency: float, torn_feedback: bool) -> None:
     unique = ids(len(parcels))
     for i, parcel in enumerate(parcels):
         parcel.barcode = unique[i] if parcel.barcode is not None else None
     lane = deciding_with(VirtualLane(lane=VirtualLane().lane.model_copy(update={"belt_speed_mm_s": speed}),
-                                     write_latency_s=write_latency), decide_fn)
+                                     write_latency_s=write_latency, torn_feedback=torn_feedback), decide_fn)
     lane.start()
     lane.add_parcels(parcels, gaps)
     if estop_at is not None:
@@ -250,3 +252,17 @@ def test_a_gate_write_that_lands_too_late_never_routes_the_next_item() -> None:
         assert item.decision == lane.outcomes[index].bin, (index, item.reasons)
         if lane.outcomes[index].parcel.threat:
             assert lane.outcomes[index].bin == "INSPECT"
+
+
+def test_where_an_item_went_is_read_after_the_poll_that_saw_it_reach_the_gate() -> None:
+    """On a PLC whose poll takes several requests, the diverter's report can be read before the scan that
+    routed the item whose gate-eye edge the same poll shows, so it still says where the previous item went.
+    Items alternate INSPECT and CLEAR: reading that stale report would record each one in the other's bin."""
+    lane = VirtualLane(torn_feedback=True)
+    lane.start()
+    parcels = [Parcel(300, c, threat=(i % 2 == 0)) for i, c in enumerate(ids(6))]
+    lane.add_parcels(parcels, [300.0] * 6)
+    lane.run_until(9.0)
+    assert [lane.outcomes[i].bin for i in range(6)] == ["INSPECT", "CLEAR"] * 3
+    assert [(r.decision, r.routed) for r in lane.routed] == [("INSPECT", "INSPECT"), ("CLEAR", "CLEAR")] * 3
+    assert not [a for a in lane.alarms if a.code in ("GATE_NOT_SET", "MISROUTED")]
