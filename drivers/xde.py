@@ -92,6 +92,5 @@ def decode_xde(data: bytes, max_pixels: int = 50_000_000) -> tuple[np.ndarray, n
     if len(data) != expected:
         kind = "truncated" if len(data) < expected else "trailing data"
         raise XdeError(f"{kind}: expected {expected} bytes, got {len(data)}")
-    planes = np.frombuffer(data, dtype="<u2", count=2 * width * height, offset=offset)
-    planes = planes.astype(np.uint16).reshape(2, height, width)
-    return planes[0].copy(), planes[1].copy(), header
+    planes = np.frombuffer(data, dtype="<u2", count=2 * width * height, offset=offset).reshape(2, height, width)
+    return planes[0].astype(np.uint16), planes[1].astype(np.uint16), header  # astype copies

@@ -94,8 +94,11 @@ def letterbox(gray: np.ndarray, size: tuple[int, int], pad: int) -> tuple[np.nda
     s = min(th / h, tw / w)
     nh, nw = max(1, round(h * s)), max(1, round(w * s))
     dy, dx = (th - nh) // 2, (tw - nw) // 2
+    resized = cv2.resize(gray, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    if (nh, nw) == (th, tw):
+        return resized, Letterbox(s, dx, dy, h, w)
     out = np.full((th, tw), pad, np.uint8)
-    out[dy : dy + nh, dx : dx + nw] = cv2.resize(gray, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    out[dy : dy + nh, dx : dx + nw] = resized
     return out, Letterbox(s, dx, dy, h, w)
 
 
@@ -187,14 +190,13 @@ class Detector:
         boxes mapped back to source pixels and clipped; highest score first."""
         m = self.manifest
         thr = self._thr if thresholds is None else np.array([thresholds.get(c, m.default_threshold) for c in m.classes], np.float32)
-        pred = out[0].T  # N, 4+nc
-        scores = pred[:, 4:]
-        cls = scores.argmax(1)
-        best = scores[np.arange(len(cls)), cls]
+        scores = out[0, 4:]  # nc, N: one contiguous row per class
+        cls = scores.argmax(0)
+        best = scores.max(0)
         keep = best >= thr[cls]
         if not keep.any():
             return []
-        p, cls, best = pred[keep], cls[keep], best[keep]
+        p, cls, best = out[0, :4, keep], cls[keep], best[keep]  # p: kept anchors' cx, cy, w, h
         boxes = np.concatenate([p[:, :2] - p[:, 2:4] / 2, p[:, :2] + p[:, 2:4] / 2], 1)
         boxes[:, [0, 2]] = np.clip((boxes[:, [0, 2]] - lb.dx) / lb.scale, 0, lb.src_w)
         boxes[:, [1, 3]] = np.clip((boxes[:, [1, 3]] - lb.dy) / lb.scale, 0, lb.src_h)
@@ -210,7 +212,10 @@ class Detector:
     def detect(self, gray: np.ndarray, thresholds: Mapping[str, float] | None = None) -> list[Detection]:
         """Detect objects in a uint8 grey image (bright = air). ``thresholds`` overrides the
         manifest's per-class thresholds (for evaluation)."""
-        tensor, lb = self.preprocess(gray)
+        return self.detect_prepared(*self.preprocess(gray), thresholds)
+
+    def detect_prepared(self, tensor: np.ndarray, lb: Letterbox, thresholds: Mapping[str, float] | None = None) -> list[Detection]:
+        """:meth:`detect` from :meth:`preprocess`'s output."""
         out = self._run(tensor)
         self._check_output(out)
         return self.postprocess(out, lb, thresholds)

@@ -13,7 +13,7 @@ import pytest
 from drivers.xde import encode_xde
 from simulator.xray import synth_parcel
 from station.daemon import DEFAULT_MODEL
-from station.detector import Detection, Detector
+from station.detector import Detection, Detector, Letterbox
 from station.inference import InferenceProblem, InferenceWorker, detect_file
 
 
@@ -55,11 +55,14 @@ class StuckOnce:
         self.real, self.release, self.calls = real, threading.Event(), 0
         self.model_hash = real.model_hash
 
-    def detect(self, gray: np.ndarray) -> list[Detection]:
+    def preprocess(self, gray: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        return self.real.preprocess(gray)
+
+    def detect_prepared(self, tensor: np.ndarray, lb: Letterbox) -> list[Detection]:
         self.calls += 1
         if self.calls == 1:
             self.release.wait(30)
-        return self.real.detect(gray)
+        return self.real.detect_prepared(tensor, lb)
 
     def is_threat(self, d: Detection) -> bool:
         return self.real.is_threat(d)
