@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +31,21 @@ def scan_file(tmp_path: Path, threats: tuple[str, ...] = ("gun",)) -> tuple[Path
     return path, hashlib.sha256(data).hexdigest()
 
 
-def test_a_scan_is_detected_and_its_hash_checked(tmp_path: Path, detector: Detector) -> None:
+@pytest.mark.parametrize("hash_thread", [False, True], ids=["inline", "hash-thread"])
+def test_a_scan_is_detected_and_its_hash_checked(tmp_path: Path, detector: Detector, hash_thread: bool) -> None:
     path, sha = scan_file(tmp_path)
-    found = detect_file(detector, path, sha)
-    assert all(d.threat == (d.label in detector.manifest.threat_classes) for d in found)
-    with pytest.raises(InferenceProblem) as err:
-        detect_file(detector, path, "0" * 64)
-    assert err.value.reason.code == "IMAGE_ERROR" and "SHA-256" in err.value.reason.detail
+    with ThreadPoolExecutor(1) as pool:
+        hasher = pool if hash_thread else None
+        found = detect_file(detector, path, sha, hasher)
+        assert all(d.threat == (d.label in detector.manifest.threat_classes) for d in found)
+        with pytest.raises(InferenceProblem) as err:
+            detect_file(detector, path, "0" * 64, hasher)
+        assert err.value.reason.code == "IMAGE_ERROR" and "SHA-256" in err.value.reason.detail
+        # A file cut short in transfer is reported as not what the scanner sent, not as a bad image.
+        path.write_bytes(path.read_bytes()[:500])
+        with pytest.raises(InferenceProblem) as err:
+            detect_file(detector, path, sha, hasher)
+        assert "SHA-256 differs" in err.value.reason.detail
 
 
 def test_missing_and_truncated_files_are_image_errors(tmp_path: Path, detector: Detector) -> None:

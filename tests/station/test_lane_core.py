@@ -266,3 +266,19 @@ def test_where_an_item_went_is_read_after_the_poll_that_saw_it_reach_the_gate() 
     assert [lane.outcomes[i].bin for i in range(6)] == ["INSPECT", "CLEAR"] * 3
     assert [(r.decision, r.routed) for r in lane.routed] == [("INSPECT", "INSPECT"), ("CLEAR", "CLEAR")] * 3
     assert not [a for a in lane.alarms if a.code in ("GATE_NOT_SET", "MISROUTED")]
+
+
+def test_an_item_whose_diverter_report_is_lost_with_the_plc_link_is_recorded_unconfirmed() -> None:
+    """The poll that saw the item reach the gate came; the PLC link dropped before the next one, which
+    was to say where the diverter sent it. The record must not guess."""
+    lane = VirtualLane()
+    lane.start()
+    lane.add_parcels([Parcel(300, c) for c in ids(1)], [300.0])
+    while not lane.core.values.get("gate_eye"):
+        lane.run_until(lane.t + lane.poll_s)
+    assert lane.routed == []  # where it went is read from the next poll
+    lane.feed(m.PlcLink(lane.t, False, "timeout"))
+    lane.run_until(lane.t + 0.5)
+    assert len(lane.routed) == 1
+    item = lane.routed[0]
+    assert item.routed == "UNCONFIRMED" and item.decision == "INSPECT" and "ROUTING_UNCONFIRMED" in codes(item)
