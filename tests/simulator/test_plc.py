@@ -29,7 +29,7 @@ async def start_belt(plc: Plc, speed: int = 1000) -> None:
 def test_stale_heartbeat_stops_the_belt_until_the_station_restarts_it(rtu: bool) -> None:
     async def body() -> None:
         belt = Belt()
-        async with SimPlc(belt, rtu=rtu, heartbeat_timeout=0.3) as sim, \
+        async with SimPlc(belt, rtu=rtu, heartbeat_timeout=0.8) as sim, \
                 Plc(PROFILE, sim.link, heartbeat_interval=0.05) as plc:
             await plc.next_snapshot(0)
             await start_belt(plc)
@@ -52,7 +52,7 @@ def test_stale_heartbeat_stops_the_belt_until_the_station_restarts_it(rtu: bool)
 
 def test_a_running_belt_with_a_live_heartbeat_keeps_running(rtu: bool) -> None:
     async def body() -> None:
-        async with SimPlc(Belt(), rtu=rtu, heartbeat_timeout=0.2) as sim, \
+        async with SimPlc(Belt(), rtu=rtu, heartbeat_timeout=0.8) as sim, \
                 Plc(PROFILE, sim.link, heartbeat_interval=0.05) as plc:
             await plc.next_snapshot(0)
             await start_belt(plc)
