@@ -43,7 +43,8 @@ PAD = 255  # letterbox with air, as an X-ray image's border is
 
 ANCHORS, STRIDES_T = make_anchors(*INPUT_HW)
 # gun, knife, blade, shuriken, battery: the small, faint and thin classes are drawn more often
-CLASS_MIX = (0.14, 0.26, 0.30, 0.10, 0.20)
+CLASS_MIX = (0.22, 0.24, 0.28, 0.08, 0.18)
+CLOSEUP_MIX = (0.30, 0.175, 0.175, 0.175, 0.175)  # threat close-ups: guns, the real crops' hardest class, more often
 CLOSEUP_SHARE, CLOSEUP_BENIGN = 0.4, 0.45  # of images; of close-ups, those of a benign confuser
 _ANCHOR_PIX = ANCHORS.numpy().astype(np.int64)
 
@@ -114,7 +115,7 @@ def sample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray
     and the threat id (0 = none) under each anchor."""
     if rng.random() < CLOSEUP_SHARE:
         closeup = True
-        threat = None if rng.random() < CLOSEUP_BENIGN else THREAT_CLASSES[int(rng.integers(len(THREAT_CLASSES)))]
+        threat = None if rng.random() < CLOSEUP_BENIGN else THREAT_CLASSES[int(rng.choice(len(THREAT_CLASSES), p=CLOSEUP_MIX))]
         scan, where = render_closeup(rng, threat)
     else:
         closeup = False
@@ -217,9 +218,13 @@ def assign(gt: np.ndarray, on_object: np.ndarray, anchors: torch.Tensor, strides
     return idx, g
 
 
-def train(seed: int, steps: int, batch: int, log_every: int = 25) -> TinyYolo:
+def train(seed: int, steps: int, batch: int, log_every: int = 25, init: Path | None = None, checkpoint: Path | None = None, checkpoint_every: int = 500) -> TinyYolo:
+    """Train ``steps`` batches; start from the state_dict at ``init`` if given, and save the
+    state_dict to ``checkpoint`` (if given) every ``checkpoint_every`` steps and at the end."""
     torch.manual_seed(seed)
     model = TinyYolo(len(THREAT_CLASSES))
+    if init is not None:
+        model.load_state_dict(torch.load(init, map_location="cpu"))
     anchors, strides = ANCHORS, STRIDES_T
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=5e-4)
     warm = max(1, min(150, steps // 10))
@@ -256,6 +261,8 @@ def train(seed: int, steps: int, batch: int, log_every: int = 25) -> TinyYolo:
         sched.step()
         if step % log_every == 0 or step == steps - 1:
             log.info("step %d/%d loss %.3f cls %.3f box %.3f lr %.5f %.0fs", step, steps, loss.item(), cls_loss.item(), box_loss.item(), sched.get_last_lr()[0], time.monotonic() - t0)
+        if checkpoint is not None and ((step + 1) % checkpoint_every == 0 or step == steps - 1):
+            torch.save(model.state_dict(), checkpoint)
     return model.eval()
 
 
@@ -277,6 +284,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--eval-images", type=int, default=600)
     ap.add_argument("--folders", type=Path, default=None, help="with --eval: also report the share flagged per sub-folder (e.g. GDXray crops)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--init", type=Path, default=None, help="start from this state_dict (a --checkpoint file) to fine-tune")
+    ap.add_argument("--checkpoint", type=Path, default=None, help="save the state_dict here every 500 steps and at the end")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -290,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(report, indent=2))
         return
     args.out.mkdir(parents=True, exist_ok=True)
-    model = train(args.seed, args.steps, args.batch)
+    model = train(args.seed, args.steps, args.batch, init=args.init, checkpoint=args.checkpoint)
     onnx_path = args.out / "model.onnx"
     sha = export(model, onnx_path)
     # imported after training: a long run need not wait for it
@@ -301,7 +310,9 @@ def main(argv: list[str] | None = None) -> None:
         args.out,
         sha,
         training_data=(
-            f"synthetic scans from simulator/xray.py only, seed {args.seed}, {n_images} images ({args.steps} steps x {args.batch}): "
+            f"synthetic scans from simulator/xray.py only, seed {args.seed}, {n_images} images ({args.steps} steps x {args.batch})"
+            + (f", fine-tuned from {args.init.name}" if args.init is not None else "")
+            + ": "
             f"{1 - CLOSEUP_SHARE:.0%} parcels (0-3 threats among clutter and confusers), {CLOSEUP_SHARE:.0%} close-ups of one object "
             f"({1 - CLOSEUP_BENIGN:.0%} threats, {CLOSEUP_BENIGN:.0%} benign metal confusers); half dual-energy (gray_from_high), "
             "half single-energy greyscale; exposure, blur, JPEG, crop and imaging-artefact augmentation"

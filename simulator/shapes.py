@@ -84,17 +84,17 @@ def _grip(x_back: float, x_front: float, top: float, length: float, rake: float)
 def pistol(rng: np.random.Generator) -> list[Part]:
     """A semi-automatic pistol: slide, frame, raked grip with magazine, trigger guard."""
     u = rng.uniform
-    length, height = u(150, 215), u(24, 36)
-    metal = "zinc" if rng.random() < 0.15 else "steel"
-    parts: list[Part] = [Poly((rect_pts(-length / 2, -height, length / 2, 0),), metal, u(2.0, 3.2))]  # slide
+    length, height = u(150, 215), u(26, 40)
+    metal = "zinc" if rng.random() < 0.1 else "steel"
+    parts: list[Part] = [Poly((rect_pts(-length / 2, -height, length / 2, 0),), metal, u(2.5, 4.0))]  # slide
     if rng.random() < 0.5:  # sights
         parts.append(Poly((rect_pts(length / 2 - 10, -height - 4, length / 2 - 5, -height), rect_pts(-length / 2 + 4, -height - 4, -length / 2 + 12, -height)), metal, 1.0))
     frame_end = length / 2 - u(0, 30)
-    parts.append(Poly((rect_pts(-length / 2 + 5, 0, frame_end, u(10, 16)),), "plastic" if rng.random() < 0.4 else metal, u(1.5, 2.5)))
-    grip_len, grip_w = u(70, 105), u(28, 40)
+    parts.append(Poly((rect_pts(-length / 2 + 5, 0, frame_end, u(10, 16)),), "plastic" if rng.random() < 0.15 else metal, u(2.0, 3.2)))
+    grip_len, grip_w = u(70, 105), u(30, 45)
     x_back = -length / 2 + u(0, 15)
     grip = _grip(x_back, x_back + grip_w, 8.0, grip_len, u(0.15, 0.4))
-    parts.append(Poly((grip,), "plastic" if rng.random() < 0.4 else metal, u(2.0, 3.2)))
+    parts.append(Poly((grip,), "plastic" if rng.random() < 0.15 else metal, u(2.5, 3.8)))
     parts.append(Poly((grip * (0.8, 0.95) + (x_back * 0.2 + 4, 2),), "steel", u(0.8, 1.4)))  # magazine inside
     gx = x_back + grip_w + u(2, 10)
     parts.append(Line(ellipse_pts(gx + 14, 10, u(14, 20), u(12, 17), 10, 0.0, np.pi), metal, u(0.6, 1.2), u(3, 6)))
@@ -103,33 +103,56 @@ def pistol(rng: np.random.Generator) -> list[Part]:
 
 
 def revolver(rng: np.random.Generator) -> list[Part]:
-    """A revolver: barrel (with or without underlug), the thick cylinder, frame, hammer and a
-    raked grip (steel, or a steel frame inside wood or plastic panels); snub-nosed to
-    long-barrelled."""
+    """A revolver: barrel (with or without underlug), the thick cylinder, a bulky frame, hammer
+    and a raked grip (mostly steel, or a steel frame inside wood or plastic panels, sometimes
+    with the panels' openings showing); snub-nosed to long-barrelled."""
     u = rng.uniform
-    barrel = u(45, 160)
-    bore = u(11, 17)
-    parts: list[Part] = [Poly((rect_pts(0, -bore, barrel, 0),), "steel", u(1.6, 2.4))]
+    barrel = u(35, 150)
+    bore = u(13, 20)
+    parts: list[Part] = [Poly((rect_pts(0, -bore, barrel, 0),), "steel", u(2.0, 3.0))]
     if rng.random() < 0.5:  # ejector-rod housing / underlug
-        parts.append(Poly((rect_pts(0, 0, barrel * u(0.5, 1.0), u(6, 10)),), "steel", u(1.0, 1.8)))
-    cyl_len, cyl_h = u(34, 44), u(34, 44)
+        parts.append(Poly((rect_pts(0, 0, barrel * u(0.5, 1.0), u(7, 12)),), "steel", u(1.5, 2.5)))
+    cyl_len, cyl_h = u(36, 48), u(38, 50)
     cyl_y = -bore / 2 + u(2, 6)
-    parts.append(Poly((rect_pts(-cyl_len, cyl_y - cyl_h / 2, 0, cyl_y + cyl_h / 2),), "steel", u(3.0, 4.2)))
-    top, bottom = -bore - u(4, 8), u(14, 22)
-    parts.append(Poly((rect_pts(-cyl_len - 18, top, 0, bottom),), "steel", u(1.8, 2.6)))
-    parts.append(Poly((np.array([[-cyl_len - 18, top], [-cyl_len - 30, top - u(8, 16)], [-cyl_len - 24, top - 14], [-cyl_len - 8, top]], float),), "steel", 1.2))
-    grip_len = u(65, 95)
-    grip = np.array([[-cyl_len - 18, bottom - 6], [-cyl_len + 2, bottom], [-cyl_len - 8 - u(10, 25), bottom + grip_len], [-cyl_len - 30 - u(10, 25), bottom + grip_len - 6], [-cyl_len - 36, bottom + 10]], float)
-    parts.append(Poly((grip,), "steel" if rng.random() < 0.5 else "plastic", u(2.0, 3.2)))
-    parts.append(Poly((grip * 0.85 + (-cyl_len * 0.15 - 4, 6),), "steel", u(0.4, 1.0)))  # frame inside wood/plastic panels
+    parts.append(Poly((rect_pts(-cyl_len, cyl_y - cyl_h / 2, 0, cyl_y + cyl_h / 2),), "steel", u(3.5, 5.0)))
+    top, bottom = -bore - u(5, 10), u(18, 28)
+    parts.append(Poly((rect_pts(-cyl_len - 22, top, 6, bottom),), "steel", u(2.2, 3.2)))
+    parts.append(Poly((np.array([[-cyl_len - 22, top], [-cyl_len - 34, top - u(8, 16)], [-cyl_len - 26, top - 14], [-cyl_len - 8, top]], float),), "steel", 1.6))
+    grip_len, grip_w = u(65, 95), u(0, 12)
+    grip = np.array([[-cyl_len - 22, bottom - 6], [-cyl_len + 2 + grip_w, bottom], [-cyl_len - 8 - u(10, 25) + grip_w, bottom + grip_len], [-cyl_len - 30 - u(10, 25), bottom + grip_len - 6], [-cyl_len - 40 - grip_w, bottom + 10]], float)
+    holes: tuple[Points, ...] = ()
+    if rng.random() < 0.35:  # openings in the grip frame between the panels
+        c = grip.mean(axis=0)
+        holes = (ellipse_pts(c[0], c[1], u(5, 9), grip_len * u(0.2, 0.3), 12),)
+    parts.append(Poly((grip,), "steel" if rng.random() < 0.75 else "plastic", u(2.5, 3.8), holes))
+    parts.append(Poly((grip * 0.85 + (-cyl_len * 0.15 - 4, 6),), "steel", u(0.6, 1.4), holes))  # frame inside wood/plastic panels
     gx = -cyl_len + 4
-    parts.append(Line(ellipse_pts(gx, bottom, u(12, 16), u(10, 14), 10, 0.0, np.pi), "steel", u(0.6, 1.2), u(3, 5)))
+    parts.append(Line(ellipse_pts(gx, bottom, u(12, 17), u(10, 15), 10, 0.0, np.pi), "steel", u(0.8, 1.5), u(4, 7)))
     return parts
 
 
+def _oblique(rng: np.random.Generator, parts: list[Part]) -> list[Part]:
+    """The gun turned out of the image plane: its length foreshortened (0.35-1.0) and sheared, so
+    grip and barrel overlap as a 3-D rotation would make them; the steel seen along a longer
+    path gets thicker. Keeps the parts' order; only polygons and lines (what guns are made of)."""
+    fx, shear = rng.uniform(0.35, 1.0), rng.uniform(-0.6, 0.6)
+    m = np.array([[fx, shear * (1 - fx)], [0.0, 1.0]])
+    thicker = min(1.0 / fx, 2.0)
+    out: list[Part] = []
+    for p in parts:
+        if isinstance(p, Poly):
+            out.append(Poly(tuple(q @ m.T for q in p.polys), p.material, p.t_cm * thicker, tuple(h @ m.T for h in p.holes)))
+        elif isinstance(p, Line):
+            out.append(Line(p.pts @ m.T, p.material, p.t_cm * thicker, p.width_mm, p.closed))
+        else:
+            out.append(p)
+    return out
+
+
 def gun(rng: np.random.Generator) -> list[Part]:
-    """A handgun: pistol or revolver, varied in size and proportions."""
-    return pistol(rng) if rng.random() < 0.55 else revolver(rng)
+    """A handgun: pistol or revolver, varied in size and proportions; half of them seen obliquely."""
+    parts = pistol(rng) if rng.random() < 0.45 else revolver(rng)
+    return _oblique(rng, parts) if rng.random() < 0.5 else parts
 
 
 def knife(rng: np.random.Generator) -> list[Part]:

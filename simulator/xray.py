@@ -124,8 +124,9 @@ def render_parcel(rng: np.random.Generator, threats: Sequence[str] = (), height:
 
 
 def render_closeup(rng: np.random.Generator, threat: str | None = None, height: int = 320, width: int = 480) -> tuple[Scan, np.ndarray]:
-    """One object filling 25-95 % of the frame, as in a crop of a real scan or a small item on a
-    cabinet scanner: the threat named, or (``None``) a benign metal confuser (keys, clips, gears,
+    """One object filling 25-95 % of the frame (half the guns 70-130 %, cut by the frame; their
+    box is clipped to it), as in a crop of a real scan or a small item on a cabinet scanner: the
+    threat named, or (``None``) a benign metal confuser (keys, clips, gears,
     wheels, tools...). Behind it: air, a bag's textiles, or parts of other items at the same
     scale; sometimes a second, smaller confuser. Returns the scan and the threat map, as
     :func:`render_parcel` does."""
@@ -148,6 +149,9 @@ def render_closeup(rng: np.random.Generator, threat: str | None = None, height: 
     margin = (int(width * 0.02), int(height * 0.02), width - int(width * 0.02), height - int(height * 0.02))
     boxes = []
     share = rng.uniform(0.25, 0.95)
+    if threat == "gun" and rng.random() < 0.5:  # as real gun crops: filling the frame, often cut by its edge
+        share = rng.uniform(0.7, 1.3)
+        margin = (-width // 8, -height // 8, width + width // 8, height + height // 8)
     if threat is None:
         parts = CONFUSERS[int(rng.integers(len(CONFUSERS)))](rng)
         angle, scale, centre, squash = _place(rng, parts, margin, _fill(parts, share, height, width), tilt=True)

@@ -39,7 +39,7 @@ def test_builders_make_finite_outlines_that_draw_the_same_for_a_seed(builder) ->
 
 
 @pytest.mark.parametrize("label", [*THREAT_CLASSES, None])
-def test_closeup_fills_the_frame_and_stays_inside_it(label: str | None) -> None:
+def test_closeup_fills_the_frame_and_its_box_covers_what_is_in_view(label: str | None) -> None:
     for seed in range(8):
         scan, where = xray.render_closeup(np.random.default_rng(seed), label, height=240, width=360)
         assert scan.high.shape == scan.low.shape == where.shape == (240, 360)
@@ -49,12 +49,23 @@ def test_closeup_fills_the_frame_and_stays_inside_it(label: str | None) -> None:
         (box,) = scan.boxes
         assert box.label == label
         assert 0 <= box.x1 < box.x2 <= 360 and 0 <= box.y1 < box.y2 <= 240
-        # not cut by the frame: the object's pixels lie inside its box (give or take a stroke's
-        # width) and the box is no wider than the image
+        # the object's pixels in view lie inside its box (give or take a stroke's width) and the box
+        # is no wider than the image; a gun may be cut by the frame, its box then ends at the edge
         ys, xs = np.nonzero(where == 1)
         tol = 3
         assert len(xs) and xs.min() >= box.x1 - tol and xs.max() <= box.x2 + tol and ys.min() >= box.y1 - tol and ys.max() <= box.y2 + tol
         assert max(box.x2 - box.x1, box.y2 - box.y1) >= 0.2 * 240, f"{label} seed {seed} is not a close-up"
+
+
+def test_some_gun_closeups_are_cut_by_the_frame_as_real_crops_are() -> None:
+    cut = 0
+    for seed in range(40):
+        scan, where = xray.render_closeup(np.random.default_rng(seed), "gun", height=240, width=360)
+        (box,) = scan.boxes
+        ys, xs = np.nonzero(where == 1)
+        cut += xs.min() == 0 or ys.min() == 0 or xs.max() == 359 or ys.max() == 239
+        assert (box.x1 == 0) == (xs.min() == 0) and (box.x2 == 360) == (xs.max() == 359)
+    assert 4 <= cut <= 36, f"{cut} of 40 gun close-ups touch the frame"
 
 
 def test_closeup_same_seed_same_scan() -> None:
