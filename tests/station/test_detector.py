@@ -65,10 +65,12 @@ def test_decoding_maps_boxes_back_and_suppresses_per_class(detector: Detector) -
     out[0, :4, 1] = [cx + 1, cy, 40 * lb.scale, 60 * lb.scale]
     out[0, :4, 2] = [cx, cy, 40 * lb.scale, 60 * lb.scale]
     out[0, :4, 3] = [cx, cy, 10, 10]
-    out[0, 4, 0], out[0, 4, 1], out[0, 5, 2], out[0, 6, 3] = 0.9, 0.8, 0.7, 0.01
+    thr = detector.manifest.thresholds
+    gun_a, gun_b, knife = 0.99, 0.98, (0.98 + thr["knife"]) / 2  # over the model's own thresholds, in this order
+    out[0, 4, 0], out[0, 4, 1], out[0, 5, 2], out[0, 6, 3] = gun_a, gun_b, knife, thr["blade"] / 2
     dets = detector.postprocess(out, lb)
     assert [d.label for d in dets] == ["gun", "knife"]
-    assert dets[0].score == pytest.approx(0.9)
+    assert dets[0].score == pytest.approx(gun_a)
     assert dets[0].box == pytest.approx((80.0, 170.0, 120.0, 230.0), abs=0.01)
 
 
