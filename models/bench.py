@@ -2,8 +2,8 @@
 
 The pipeline is what the inference worker does for each scan (``station.inference.detect_file``):
 read the file, check its SHA-256, decode it, derive the grey image, letterbox, run, decode the YOLO
-output, NMS. The baseline is a plain onnxruntime session with the same options running the same,
-already prepared input tensor. The two alternate image by image, round after round, so that they
+output, NMS. The baseline is the same onnxruntime session, called bare on the same, already
+prepared input tensor. The two alternate image by image, round after round, so that they
 share the machine's noise; figures are medians (p50) and 99th percentiles over every image of every
 round. Budgets (DESIGN.md): inference p50 <= 25 ms; pipeline / bare <= 1.15 at the median.
 """
@@ -14,12 +14,10 @@ import hashlib
 import statistics
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
 from drivers.xde import encode_xde
 from simulator.xray import THREAT_CLASSES, synth_parcel
@@ -49,15 +47,6 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def bare_session(model: Path, threads: int) -> ort.InferenceSession:
-    """A plain session with the detector's options: the floor the pipeline is compared with."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-
-
 def _stats(ms: list[float]) -> dict[str, float]:
     return {"p50": round(statistics.median(ms), 3), "p99": round(float(np.percentile(ms, 99)), 3),
             "images_per_s": round(1000.0 * len(ms) / sum(ms), 1)}
@@ -66,21 +55,23 @@ def _stats(ms: list[float]) -> dict[str, float]:
 def measure(model_dir: Path, threads: int, files: Sequence[tuple[Path, str]], tensors: Sequence[np.ndarray], rounds: int) -> dict[str, Any]:
     """Time pipeline and bare run, interleaved per image, at ``threads`` intra-op threads."""
     detector = Detector.load(model_dir, threads=threads)
-    session = bare_session(detector.path, threads)
+    # The baseline calls the detector's own session directly. A second session would not do: two
+    # onnxruntime sessions used in turn at 2 threads slow each other (each one's pool threads spin
+    # on after a run), which doubled the figures and hid what the pipeline itself costs.
+    session = detector.session
     name = session.get_inputs()[0].name
     session.run(None, {name: tensors[0]})  # warm-up (the detector warmed itself up on load)
     pipeline_ms: list[float] = []
     bare_ms: list[float] = []
-    with ThreadPoolExecutor(1, thread_name_prefix="image-hash") as hasher:  # as the inference worker has
-        for _ in range(rounds):
-            for (path, sha), tensor in zip(files, tensors):
-                t0 = time.perf_counter()
-                detect_file(detector, path, sha, hasher)
-                t1 = time.perf_counter()
-                session.run(None, {name: tensor})
-                t2 = time.perf_counter()
-                pipeline_ms.append((t1 - t0) * 1000)
-                bare_ms.append((t2 - t1) * 1000)
+    for _ in range(rounds):
+        for (path, sha), tensor in zip(files, tensors):
+            t0 = time.perf_counter()
+            detect_file(detector, path, sha)
+            t1 = time.perf_counter()
+            session.run(None, {name: tensor})
+            t2 = time.perf_counter()
+            pipeline_ms.append((t1 - t0) * 1000)
+            bare_ms.append((t2 - t1) * 1000)
     pipe, bare = _stats(pipeline_ms), _stats(bare_ms)
     return {"threads": threads, "pipeline_ms": pipe, "bare_ms": bare,
             "ratio_p50": round(pipe["p50"] / bare["p50"], 3), "ratio_p99": round(pipe["p99"] / bare["p99"], 3),

@@ -212,10 +212,7 @@ class Detector:
     def detect(self, gray: np.ndarray, thresholds: Mapping[str, float] | None = None) -> list[Detection]:
         """Detect objects in a uint8 grey image (bright = air). ``thresholds`` overrides the
         manifest's per-class thresholds (for evaluation)."""
-        return self.detect_prepared(*self.preprocess(gray), thresholds)
-
-    def detect_prepared(self, tensor: np.ndarray, lb: Letterbox, thresholds: Mapping[str, float] | None = None) -> list[Detection]:
-        """:meth:`detect` from :meth:`preprocess`'s output."""
+        tensor, lb = self.preprocess(gray)
         out = self._run(tensor)
         self._check_output(out)
         return self.postprocess(out, lb, thresholds)

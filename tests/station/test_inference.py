@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ import pytest
 from drivers.xde import encode_xde
 from simulator.xray import synth_parcel
 from station.daemon import DEFAULT_MODEL
-from station.detector import Detection, Detector, Letterbox
+from station.detector import Detection, Detector
 from station.inference import InferenceProblem, InferenceWorker, detect_file
 
 
@@ -31,21 +30,17 @@ def scan_file(tmp_path: Path, threats: tuple[str, ...] = ("gun",)) -> tuple[Path
     return path, hashlib.sha256(data).hexdigest()
 
 
-@pytest.mark.parametrize("hash_thread", [False, True], ids=["inline", "hash-thread"])
-def test_a_scan_is_detected_and_its_hash_checked(tmp_path: Path, detector: Detector, hash_thread: bool) -> None:
+def test_a_scan_is_detected_and_its_hash_checked(tmp_path: Path, detector: Detector) -> None:
     path, sha = scan_file(tmp_path)
-    with ThreadPoolExecutor(1) as pool:
-        hasher = pool if hash_thread else None
-        found = detect_file(detector, path, sha, hasher)
-        assert all(d.threat == (d.label in detector.manifest.threat_classes) for d in found)
-        with pytest.raises(InferenceProblem) as err:
-            detect_file(detector, path, "0" * 64, hasher)
-        assert err.value.reason.code == "IMAGE_ERROR" and "SHA-256" in err.value.reason.detail
-        # A file cut short in transfer is reported as not what the scanner sent, not as a bad image.
-        path.write_bytes(path.read_bytes()[:500])
-        with pytest.raises(InferenceProblem) as err:
-            detect_file(detector, path, sha, hasher)
-        assert "SHA-256 differs" in err.value.reason.detail
+    found = detect_file(detector, path, sha)
+    assert all(d.threat == (d.label in detector.manifest.threat_classes) for d in found)
+    with pytest.raises(InferenceProblem) as err:
+        detect_file(detector, path, "0" * 64)
+    assert err.value.reason.code == "IMAGE_ERROR" and "SHA-256" in err.value.reason.detail
+    # A file cut short in transfer is reported as not what the scanner sent.
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(InferenceProblem, match="SHA-256 differs"):
+        detect_file(detector, path, sha)
 
 
 def test_missing_and_truncated_files_are_image_errors(tmp_path: Path, detector: Detector) -> None:
@@ -64,14 +59,11 @@ class StuckOnce:
         self.real, self.release, self.calls = real, threading.Event(), 0
         self.model_hash = real.model_hash
 
-    def preprocess(self, gray: np.ndarray) -> tuple[np.ndarray, Letterbox]:
-        return self.real.preprocess(gray)
-
-    def detect_prepared(self, tensor: np.ndarray, lb: Letterbox) -> list[Detection]:
+    def detect(self, gray: np.ndarray) -> list[Detection]:
         self.calls += 1
         if self.calls == 1:
             self.release.wait(30)
-        return self.real.detect_prepared(tensor, lb)
+        return self.real.detect(gray)
 
     def is_threat(self, d: Detection) -> bool:
         return self.real.is_threat(d)
