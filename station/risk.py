@@ -40,15 +40,18 @@ class Evidence:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Evidence:
         """The inverse of `dataclasses.asdict` (how `Decision.explanation_json` stores it)."""
-        def reason(r: dict[str, Any] | None) -> Reason | None:
-            return None if r is None else Reason(r["code"], r.get("detail", ""), r.get("field"))
+        def reason(r: dict[str, Any]) -> Reason:
+            return Reason(r["code"], r.get("detail", ""), r.get("field"))
+
+        def maybe(r: dict[str, Any] | None) -> Reason | None:
+            return None if r is None else reason(r)
 
         def reasons(rs: list[dict[str, Any]]) -> tuple[Reason, ...]:
-            return tuple(Reason(r["code"], r.get("detail", ""), r.get("field")) for r in rs)
+            return tuple(reason(r) for r in rs)
 
         return cls(**{**d,
                       "detections": tuple(Detected(x["label"], x["score"], tuple(x["box"]), x["threat"]) for x in d["detections"]),  # type: ignore[arg-type]
-                      "inference_failure": reason(d["inference_failure"]), "id_problem": reason(d["id_problem"]),
+                      "inference_failure": maybe(d["inference_failure"]), "id_problem": maybe(d["id_problem"]),
                       "lane_problems": reasons(d["lane_problems"]), "ead_findings": reasons(d["ead_findings"])})
 
 

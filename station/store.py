@@ -175,18 +175,16 @@ class Store:
         """Every stored item with this S10 id, oldest first (an id can pass the lane twice)."""
         return self.db.execute("SELECT * FROM items WHERE item_id = ? ORDER BY id", (item_id,)).fetchall()
 
-    def revise_item(self, uid: str, *, decision: str, score: float, reasons: list[dict[str, str]], ead_status: str,
-                    ead_version: int | None, rules_version: str, explanation: str,
-                    messages: Iterable[OutboxMessage]) -> int:
-        """Record a new decision for a routed item (its routing stays what it was) with the messages
-        that announce it, in one transaction. Returns the item's new revision number."""
+    def revise_item(self, item: ItemRow, revision: int, messages: Iterable[OutboxMessage]) -> None:
+        """Record a routed item's new decision (`item`, from the stored row; its routing stays what it
+        was) as `revision`, with the messages that announce it, in one transaction."""
         with self.transaction() as db:
             db.execute(
                 "UPDATE items SET decision=?, score=?, reasons=?, ead_status=?, ead_version=?, rules_version=?,"
-                " explanation=?, revision=revision+1 WHERE uid=?",
-                (decision, score, json.dumps(reasons), ead_status, ead_version, rules_version, explanation, uid))
+                " explanation=?, revision=? WHERE uid=?",
+                (item.decision, item.score, json.dumps(item.reasons), item.ead_status, item.ead_version,
+                 item.rules_version, item.explanation, revision, item.uid))
             self._enqueue(db, messages)
-            return int(db.execute("SELECT revision FROM items WHERE uid=?", (uid,)).fetchone()[0])
 
     def find_item(self, ref: str) -> sqlite3.Row | None:
         """The newest item whose item id, barcode, scan id or uid is `ref` (an item id can be scanned twice)."""

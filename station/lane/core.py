@@ -177,11 +177,14 @@ class LaneCore:
     def _after_blackout(self, t: float, enc: float, out: list[m.Command]) -> None:
         """Items that crossed the gate while the PLC link was down went somewhere we did not see."""
         while self.tracks and self.tracks[0].lead(enc) >= self.lane.gate_mm:
-            track = self.tracks.pop(0)
-            track.problems.append(m.Reason("ROUTING_UNCONFIRMED", "it passed the gate while the PLC link was down"))
-            self._decide_now(track, t)
-            out.append(m.Alarm("ROUTING_UNCONFIRMED", f"track {track.track_id} passed the gate unseen"))
-            out.append(self._routed(track, "UNCONFIRMED"))
+            self._unconfirmed(self.tracks.pop(0), "it passed the gate while the PLC link was down", t, out)
+
+    def _unconfirmed(self, track: Track, why: str, t: float, out: list[m.Command]) -> None:
+        """Record an item whose bin the station did not see: INSPECT, routed UNCONFIRMED."""
+        track.problems.append(m.Reason("ROUTING_UNCONFIRMED", why))
+        self._decide_now(track, t)
+        out.append(m.Alarm("ROUTING_UNCONFIRMED", f"track {track.track_id}: {why}"))
+        out.append(self._routed(track, "UNCONFIRMED"))
 
     def _route(self, t: float, enc: float, out: list[m.Command]) -> None:
         """The gate eye saw an item arrive: the gate has routed it by the output it had at that moment."""
@@ -212,12 +215,9 @@ class LaneCore:
     def _confirm_route(self, head: Track, unseen: bool, out: list[m.Command]) -> None:
         self._at_gate = None
         if unseen:
-            head.problems.append(m.Reason("ROUTING_UNCONFIRMED", "the PLC link was lost before the diverter reported"))
-            self._decide_now(head, self._snapshot_t)
-            out.append(m.Alarm("ROUTING_UNCONFIRMED", f"track {head.track_id}: the diverter's report was not seen"))
-            out.append(self._routed(head, "UNCONFIRMED"))
-            return
-        self._finish_route(head, "CLEAR" if self.values.get("gate_position_clear") else "INSPECT", self._snapshot_t, out)
+            self._unconfirmed(head, "the PLC link was lost before the diverter reported", self._snapshot_t, out)
+        else:
+            self._finish_route(head, "CLEAR" if self.values.get("gate_position_clear") else "INSPECT", self._snapshot_t, out)
 
     def _finish_route(self, head: Track, routed: str, t: float, out: list[m.Command]) -> None:
         assert head.decision is not None

@@ -173,13 +173,12 @@ class LaneRuntime:
                 continue
             revision = int(row["revision"]) + 1
             revised = replace(stored_row(row), decision=decision.decision, score=decision.score, reasons=reasons,
-                              ead_status="found", ead_version=record.version, rules_version=decision.rules_version)
+                              ead_status="found", ead_version=record.version, rules_version=decision.rules_version,
+                              explanation=decision.explanation_json())
             payload = result_payload(revised, self.topics, detections=evidence.detections,
                                      weight_kg=evidence.measured_weight_kg, ead_findings=evidence.ead_findings,
                                      revision=revision)
-            self.store.revise_item(row["uid"], decision=decision.decision, score=decision.score, reasons=reasons,
-                                   ead_status="found", ead_version=record.version, rules_version=decision.rules_version,
-                                   explanation=decision.explanation_json(), messages=self._messages(payload))
+            self.store.revise_item(revised, revision, self._messages(payload))
             log.info("item %s (%s) decided again with a late declaration: %s -> %s", row["uid"], record.item_id,
                      row["decision"], decision.decision)
             self.on_stored()
