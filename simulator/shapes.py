@@ -217,14 +217,17 @@ def shuriken(rng: np.random.Generator) -> list[Part]:
 
 
 def battery(rng: np.random.Generator) -> list[Part]:
-    """Lithium cells (18650 / AA size, 1-4 side by side), bare or inside a power bank, or a flat
-    pouch cell."""
+    """Lithium cells (18650 / AA size, 1-4 side by side), bare or inside a power bank, or a
+    power bank built on flat pouch cells. Never a bare laminate: a phone holds one of those, and
+    the phone is not what the class is for (phone.cell in simulator/clutter.py)."""
     u = rng.uniform
-    if rng.random() < 0.2:  # pouch cell (phone / power-bank pack): flat laminate with a PCB and tabs
-        w, h = u(35, 70), u(50, 110)
-        return [Poly((rect_pts(-w / 2, -h / 2, w / 2, h / 2),), "cell", u(0.4, 0.9)),
-                Poly((rect_pts(-w / 2, -h / 2 - 8, w / 2, -h / 2),), "pcb", 0.15),
-                Poly((rect_pts(-w / 4 - 2, -h / 2 - 12, -w / 4 + 2, -h / 2), rect_pts(w / 4 - 2, -h / 2 - 12, w / 4 + 2, -h / 2)), "aluminium", 0.2)]
+    if rng.random() < 0.15:  # pouch power bank: 1-2 stacked laminates, a board with its USB ports, a case
+        w, h = u(55, 75), u(80, 130)
+        return [Poly((rect_pts(-w / 2 - 3, -h / 2 - 3, w / 2 + 3, h / 2 + 22),), "plastic", u(1.0, 1.8)),
+                Poly((rect_pts(-w / 2, -h / 2, w / 2, h / 2),), "cell", u(0.5, 0.9) * int(rng.integers(1, 3))),
+                Poly((rect_pts(-w / 2, h / 2 + 2, w / 2, h / 2 + 18),), "pcb", 0.2),
+                Poly((rect_pts(-w / 4 - 2, h / 2 - 6, -w / 4 + 2, h / 2 + 4), rect_pts(w / 4 - 2, h / 2 - 6, w / 4 + 2, h / 2 + 4)), "aluminium", 0.4),
+                Poly(tuple(rect_pts(x - 6, h / 2 + 14, x + 6, h / 2 + 20) for x in (-w / 4, w / 4)), "steel", 0.5)]
     length, dia = (65.0, 18.0) if rng.random() < 0.6 else (50.0, 14.5)
     n = int(rng.integers(1, 5))
     ys = (np.arange(n) - (n - 1) / 2) * dia
@@ -237,7 +240,10 @@ def battery(rng: np.random.Generator) -> list[Part]:
         parts.append(Cyl(0.0, float(y), length, dia / 2, 0.0, "cell"))
         parts.append(Line(np.array([[-length / 2, y - dia / 2], [length / 2, y - dia / 2]]), "steel", 0.6, 0.8))
         parts.append(Line(np.array([[-length / 2, y + dia / 2], [length / 2, y + dia / 2]]), "steel", 0.6, 0.8))
+        # the ends a screener knows a cell by: the positive cap and button, the crimped negative can
         parts.append(Poly((rect_pts(length / 2 - 2, y - dia * 0.3, length / 2 + 1, y + dia * 0.3),), "steel", 0.8))
+        parts.append(Poly((rect_pts(length / 2 - 4, y - dia / 2, length / 2 - 2, y + dia / 2),), "steel", 0.5))
+        parts.append(Poly((rect_pts(-length / 2, y - dia / 2, -length / 2 + 2, y + dia / 2),), "steel", 0.6))
         parts.append(Line(np.array([[-length / 2 + 3, y], [length / 2 - 3, y]]), "steel", 0.3, 1.2))
     return parts
 
