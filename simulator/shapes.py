@@ -219,7 +219,7 @@ def shuriken(rng: np.random.Generator) -> list[Part]:
 def battery(rng: np.random.Generator) -> list[Part]:
     """Lithium cells (18650 / AA size, 1-4 side by side), bare or inside a power bank, or a
     power bank built on flat pouch cells. Never a bare laminate: a phone holds one of those, and
-    the phone is not what the class is for (phone.cell in simulator/clutter.py)."""
+    a phone is not what the class is for (see ``phone`` in simulator/clutter.py)."""
     u = rng.uniform
     if rng.random() < 0.15:  # pouch power bank: 1-2 stacked laminates, a board with its USB ports, a case
         w, h = u(55, 75), u(80, 130)

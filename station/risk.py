@@ -43,16 +43,10 @@ class Evidence:
         def reason(r: dict[str, Any]) -> Reason:
             return Reason(r["code"], r.get("detail", ""), r.get("field"))
 
-        def maybe(r: dict[str, Any] | None) -> Reason | None:
-            return None if r is None else reason(r)
-
-        def reasons(rs: list[dict[str, Any]]) -> tuple[Reason, ...]:
-            return tuple(reason(r) for r in rs)
-
-        return cls(**{**d,
-                      "detections": tuple(Detected(x["label"], x["score"], tuple(x["box"]), x["threat"]) for x in d["detections"]),  # type: ignore[arg-type]
-                      "inference_failure": maybe(d["inference_failure"]), "id_problem": maybe(d["id_problem"]),
-                      "lane_problems": reasons(d["lane_problems"]), "ead_findings": reasons(d["ead_findings"])})
+        one = {k: None if d[k] is None else reason(d[k]) for k in ("inference_failure", "id_problem")}
+        many = {k: tuple(map(reason, d[k])) for k in ("lane_problems", "ead_findings")}
+        return cls(**{**d, **one, **many,
+                      "detections": tuple(Detected(x["label"], x["score"], tuple(x["box"]), x["threat"]) for x in d["detections"])})  # type: ignore[arg-type]
 
 
 def with_declaration(evidence: Evidence, record: EadRecord, findings: tuple[Reason, ...]) -> Evidence:
