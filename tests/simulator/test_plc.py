@@ -34,8 +34,10 @@ def test_stale_heartbeat_stops_the_belt_until_the_station_restarts_it(rtu: bool)
             await plc.next_snapshot(0)
             await start_belt(plc)
             plc.heartbeat_enabled = False  # the station hangs
-            snap = await until(plc, lambda v: v["fault_code"] == FaultCode.HEARTBEAT_STALE)
-            assert snap.values["belt_run"] is False
+            # The PLC drops the run command as it raises the fault. One poll reads the coils and the
+            # registers in separate requests, so a poll may see the fault before the coil: wait
+            # (within until's 3 s) for a poll that sees both.
+            await until(plc, lambda v: v["fault_code"] == FaultCode.HEARTBEAT_STALE and v["belt_run"] is False)
             await until(plc, lambda v: v["belt_running"] is False)
             plc.heartbeat_enabled = True  # the station recovers
             cleared = await until(plc, lambda v: v["fault_code"] == FaultCode.NONE)
