@@ -218,11 +218,13 @@ def assign(gt: np.ndarray, on_object: np.ndarray, anchors: torch.Tensor, strides
     return idx, g
 
 
-def train(seed: int, steps: int, batch: int, log_every: int = 25, init: Path | None = None, checkpoint: Path | None = None, checkpoint_every: int = 500) -> TinyYolo:
+def train(
+    seed: int, steps: int, batch: int, width: int = 32, log_every: int = 25, init: Path | None = None, checkpoint: Path | None = None, checkpoint_every: int = 500
+) -> TinyYolo:
     """Train ``steps`` batches; start from the state_dict at ``init`` if given, and save the
     state_dict to ``checkpoint`` (if given) every ``checkpoint_every`` steps and at the end."""
     torch.manual_seed(seed)
-    model = TinyYolo(len(THREAT_CLASSES))
+    model = TinyYolo(len(THREAT_CLASSES), width)
     if init is not None:
         model.load_state_dict(torch.load(init, map_location="cpu"))
     anchors, strides = ANCHORS, STRIDES_T
@@ -280,6 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=Path("models/default"))
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--width", type=int, default=32, help="channels of the network's first stage (models/tiny_yolo.py); cost grows with its square")
     ap.add_argument("--eval", type=Path, default=None, help="measure an existing model dir and print metrics JSON")
     ap.add_argument("--eval-images", type=int, default=600)
     ap.add_argument("--folders", type=Path, default=None, help="with --eval: also report the share flagged per sub-folder (e.g. GDXray crops)")
@@ -299,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(report, indent=2))
         return
     args.out.mkdir(parents=True, exist_ok=True)
-    model = train(args.seed, args.steps, args.batch, init=args.init, checkpoint=args.checkpoint)
+    model = train(args.seed, args.steps, args.batch, args.width, init=args.init, checkpoint=args.checkpoint)
     onnx_path = args.out / "model.onnx"
     sha = export(model, onnx_path)
     # imported after training: a long run need not wait for it
@@ -310,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
         args.out,
         sha,
         training_data=(
-            f"synthetic scans from simulator/xray.py only, seed {args.seed}, {n_images} images ({args.steps} steps x {args.batch})"
+            f"synthetic scans from simulator/xray.py only, seed {args.seed}, {n_images} images ({args.steps} steps x {args.batch}), network width {args.width}"
             + (f", fine-tuned from {args.init.name}" if args.init is not None else "")
             + ": "
             f"{1 - CLOSEUP_SHARE:.0%} parcels (0-3 threats among clutter and confusers), {CLOSEUP_SHARE:.0%} close-ups of one object "
