@@ -73,7 +73,8 @@ def decode_xde(data: bytes, max_pixels: int = 50_000_000) -> tuple[np.ndarray, n
 
     Checks the declared size against ``max_pixels`` before touching the planes, and the byte
     count exactly (trailing bytes are an error too, as they mean a writer disagreed on size).
-    The returned arrays are fresh copies, independent of ``data``.
+    The returned arrays are read-only views into ``data`` (no copy: a scan is decoded once per
+    item, on the way to the detector); copy them to change them.
     """
     header, offset = _parse_header(data)
     width, height = header.get("width"), header.get("height")
@@ -93,4 +94,6 @@ def decode_xde(data: bytes, max_pixels: int = 50_000_000) -> tuple[np.ndarray, n
         kind = "truncated" if len(data) < expected else "trailing data"
         raise XdeError(f"{kind}: expected {expected} bytes, got {len(data)}")
     planes = np.frombuffer(data, dtype="<u2", count=2 * width * height, offset=offset).reshape(2, height, width)
-    return planes[0].astype(np.uint16), planes[1].astype(np.uint16), header  # astype copies
+    if planes.dtype != np.uint16:  # a big-endian host: convert to native order
+        planes = planes.astype(np.uint16)
+    return planes[0], planes[1], header

@@ -87,7 +87,7 @@ def run_bench(model_dir: Path, files: Sequence[Path], rounds: int, threads: Sequ
     errors = []
     for path in files:
         try:
-            tensors.append(loader.preprocess(load_image(path).gray)[0])
+            tensors.append(loader.preprocess(load_image(path).plane)[0])
         except ImageError as err:
             errors.append({"path": str(path), "error": str(err)})
             continue

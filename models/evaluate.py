@@ -3,7 +3,7 @@
 Precision-recall curves and VOC all-point AP, box-level (a detection counts when it overlaps an
 unmatched ground-truth box with IoU >= 0.5) and image-level (an image's score is its best
 detection), each with the operating point the manifest's thresholds give. The synthetic sets run
-through the station's own path (``station.imaging.gray_from_high`` and
+through the station's own path (each scan's high-energy plane into
 ``station.detector.Detector``), so the figures are the ones the lane will see; they are seeded
 and disjoint from training by seed offset, and the same seed gives the same figures. YOLO-format
 labels (``class cx cy w h``, normalised) are read, and the precision-recall figure drawn (with
@@ -27,7 +27,6 @@ import numpy as np
 
 from simulator.xray import THREAT_CLASSES, synth_parcel
 from station.detector import Detection, Detector
-from station.imaging import gray_from_high
 
 FLOOR = 0.01  # keep low-scoring boxes for AP
 VAL_OFFSET, EVAL_OFFSET = 1_000_003, 2_000_003
@@ -144,7 +143,7 @@ def run_set(det: Detector, seed: int, n: int, benign_share: float = 0.5) -> list
         threats = () if i < n_benign else (THREAT_CLASSES[(i - n_benign) % len(THREAT_CLASSES)],)
         scan = synth_parcel(rng, threats)
         truth: Truth = [(b.label, (float(b.x1), float(b.y1), float(b.x2), float(b.y2))) for b in scan.boxes]
-        out.append((truth, det.detect(gray_from_high(scan.high), floor)))
+        out.append((truth, det.detect(scan.high, floor)))  # the high plane, as the lane sees it
     return out
 
 
@@ -185,11 +184,11 @@ def measure(det: Detector, seed: int, n: int = 600) -> dict[str, Any]:
         per_class_recall[c] = round(sum(flagged(d) for _, d in rows) / max(len(rows), 1), 4)
     ap = {c: average_precision(results, c) for c in THREAT_CLASSES}
     rng = np.random.default_rng(seed)
-    gray = gray_from_high(synth_parcel(rng, ("gun",)).high)
+    high = synth_parcel(rng, ("gun",)).high
     times = []
     for _ in range(100):
         t0 = time.perf_counter()
-        det.detect(gray)
+        det.detect(high)
         times.append((time.perf_counter() - t0) * 1000)
     return {
         "eval_set": f"fresh synthetic parcels, seed {seed + EVAL_OFFSET}, {len(benign)} benign + {len(bearing)} with one threat",
@@ -248,7 +247,7 @@ def measure_folders(model_dir: Path, root: Path, threads: int = 2) -> dict[str, 
         flagged, total, errors, labels = 0, 0, 0, dict.fromkeys(det.manifest.classes, 0)
         for path in sorted(folder.iterdir()):
             try:
-                dets = [d for d in det.detect(load_image(path).gray) if d.label in threats]
+                dets = [d for d in det.detect(load_image(path).plane) if d.label in threats]
             except ImageError:
                 errors += 1
                 continue

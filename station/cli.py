@@ -321,7 +321,7 @@ def _render(args: argparse.Namespace) -> int:
         except ModelError as err:
             print(f"model: {err}", file=sys.stderr)
             return 2
-        boxes = [(d.label, d.score, d.box, detector.is_threat(d)) for d in detector.detect(image.gray)]
+        boxes = [(d.label, d.score, d.box, detector.is_threat(d)) for d in detector.detect(image.plane)]
     out = args.out or Path(f"{args.image.stem}-render.png")
     if out.suffix.lower() != ".png":
         print(f"{out}: the output is a PNG; name it .png", file=sys.stderr)
@@ -329,7 +329,7 @@ def _render(args: argparse.Namespace) -> int:
     if not cv2.imwrite(str(out), render_scan(image, boxes)):
         print(f"{out}: cannot write", file=sys.stderr)
         return 1
-    print(f"{out}  {image.kind} {image.gray.shape[1]} x {image.gray.shape[0]}"
+    print(f"{out}  {image.kind} {image.plane.shape[1]} x {image.plane.shape[0]}"
           + (f", {len(boxes)} detection(s): " + ", ".join(f"{b[0]} {b[1]:.2f}" for b in boxes) if args.detect else ""))
     return 0
 

@@ -22,6 +22,8 @@ import numpy as np
 import onnxruntime as ort
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from station.imaging import transmission_view
+
 log = logging.getLogger(__name__)
 
 
@@ -87,19 +89,31 @@ class Letterbox:
     src_w: int
 
 
-def letterbox(gray: np.ndarray, size: tuple[int, int], pad: int) -> tuple[np.ndarray, Letterbox]:
-    """Resize keeping aspect ratio to fit ``size`` (h, w), centre, pad with grey ``pad``."""
-    h, w = gray.shape
+def fit(src_h: int, src_w: int, size: tuple[int, int]) -> Letterbox:
+    """The letterbox geometry: keep the aspect ratio, fit inside ``size`` (h, w), centre."""
     th, tw = size
-    s = min(th / h, tw / w)
-    nh, nw = max(1, round(h * s)), max(1, round(w * s))
-    dy, dx = (th - nh) // 2, (tw - nw) // 2
-    resized = cv2.resize(gray, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-    if (nh, nw) == (th, tw):
-        return resized, Letterbox(s, dx, dy, h, w)
-    out = np.full((th, tw), pad, np.uint8)
-    out[dy : dy + nh, dx : dx + nw] = resized
-    return out, Letterbox(s, dx, dy, h, w)
+    s = min(th / src_h, tw / src_w)
+    nh, nw = max(1, round(src_h * s)), max(1, round(src_w * s))
+    return Letterbox(s, (tw - nw) // 2, (th - nh) // 2, src_h, src_w)
+
+
+def _resize(img: np.ndarray, lb: Letterbox) -> np.ndarray:
+    """Bilinear, as Ultralytics' own letterbox, down to half size; below that, pixel-area averaging,
+    so that a wire or a blade's edge is not dropped between samples. (Area averaging at a mild
+    scale such as 0.8 cost 0.4 ms a scan, bilinear 0.08, for a mean difference of 0.3 grey levels.)"""
+    nh, nw = max(1, round(lb.src_h * lb.scale)), max(1, round(lb.src_w * lb.scale))
+    return cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if lb.scale < 0.5 else cv2.INTER_LINEAR)
+
+
+def letterbox(gray: np.ndarray, size: tuple[int, int], pad: int) -> tuple[np.ndarray, Letterbox]:
+    """Resize uint8 grey keeping aspect ratio to fit ``size`` (h, w), centre, pad with grey ``pad``."""
+    lb = fit(*gray.shape, size)
+    resized = _resize(gray, lb)
+    if resized.shape == size:
+        return resized, lb
+    out = np.full(size, pad, np.uint8)
+    out[lb.dy : lb.dy + resized.shape[0], lb.dx : lb.dx + resized.shape[1]] = resized
+    return out, lb
 
 
 def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
@@ -174,15 +188,27 @@ class Detector:
         if out.ndim != 3 or out.shape[0] != 1 or out.shape[1] != want:
             raise ModelError(f"{self.path}: output shape {out.shape}, expected [1, {want}, N] for {len(self.manifest.classes)} classes")
 
-    def preprocess(self, gray: np.ndarray) -> tuple[np.ndarray, Letterbox]:
-        """uint8 HxW grey -> float32 [1, 3, H, W] input tensor and the letterbox geometry."""
-        if gray.ndim != 2 or gray.dtype != np.uint8 or gray.size == 0:
-            raise ModelError(f"detector input must be a non-empty 2-D uint8 image, got {gray.dtype} {gray.shape}")
-        img, lb = letterbox(gray, self.manifest.input_size, self.manifest.letterbox_pad)
-        x = np.empty((1, 3, *img.shape), np.float32)
-        np.multiply(img, np.float32(1.0 / 255.0), out=x[0, 0], casting="unsafe")
-        x[0, 1] = x[0, 0]  # grey replicated to the three channels a YOLO network expects
-        x[0, 2] = x[0, 0]
+    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        """A scan's model view -> float32 [1, 3, H, W] input tensor and the letterbox geometry.
+
+        ``image`` is uint8 grey (bright = air), used as it is, or a uint16 transmission plane
+        (65535 = air), mapped to the grey view (``station.imaging.transmission_view``) after
+        resizing: on the network's pixels rather than the scan's."""
+        if image.ndim != 2 or image.dtype not in (np.uint8, np.uint16) or image.size == 0:
+            raise ModelError(f"detector input must be a non-empty 2-D uint8 or uint16 image, got {image.dtype} {image.shape}")
+        lb = fit(*image.shape, self.manifest.input_size)
+        resized = _resize(image, lb)
+        x = np.empty((1, 3, *self.manifest.input_size), np.float32)
+        grey = x[0, 0]
+        if resized.shape != grey.shape:
+            grey[...] = self.manifest.letterbox_pad / 255.0
+        inside = grey[lb.dy : lb.dy + resized.shape[0], lb.dx : lb.dx + resized.shape[1]]
+        if resized.dtype == np.uint16:
+            transmission_view(resized, out=inside)
+        else:
+            np.multiply(resized, np.float32(1.0 / 255.0), out=inside, casting="unsafe")
+        x[0, 1] = grey  # grey replicated to the three channels a YOLO network expects
+        x[0, 2] = grey
         return x, lb
 
     def postprocess(self, out: np.ndarray, lb: Letterbox, thresholds: Mapping[str, float] | None = None) -> list[Detection]:
@@ -209,10 +235,11 @@ class Detector:
         dets.sort(key=lambda d: -d.score)
         return dets[: m.max_detections]
 
-    def detect(self, gray: np.ndarray, thresholds: Mapping[str, float] | None = None) -> list[Detection]:
-        """Detect objects in a uint8 grey image (bright = air). ``thresholds`` overrides the
-        manifest's per-class thresholds (for evaluation)."""
-        tensor, lb = self.preprocess(gray)
+    def detect(self, image: np.ndarray, thresholds: Mapping[str, float] | None = None) -> list[Detection]:
+        """Detect objects in a scan's uint8 grey view or uint16 transmission plane (see
+        :meth:`preprocess`). ``thresholds`` overrides the manifest's per-class thresholds (for
+        evaluation)."""
+        tensor, lb = self.preprocess(image)
         out = self._run(tensor)
         self._check_output(out)
         return self.postprocess(out, lb, thresholds)

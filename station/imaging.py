@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import cv2
@@ -18,7 +19,6 @@ import numpy as np
 
 from drivers.xde import XdeError, decode_xde
 
-_GAMMA = 0.75
 _EXT_KIND = {".xde": "xde", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff"}
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
@@ -29,25 +29,42 @@ class ImageError(Exception):
 
 @dataclass(frozen=True)
 class LoadedImage:
-    """A decoded scan. ``gray`` is what the model sees (uint8 HxW, 255 = air, dark = dense);
-    ``high``/``low`` are the uint16 transmission planes of a dual-energy scan, else None."""
+    """A decoded scan. ``plane`` is what the model view is made of: the uint16 transmission plane
+    (65535 = air) of a dual-energy (its high plane) or 16-bit grey scan, else the uint8 grey image
+    itself; ``high``/``low`` are a dual-energy scan's planes, else None."""
 
     path: str
-    gray: np.ndarray
+    plane: np.ndarray
     kind: str  # "dual-energy" | "grey8" | "grey16" | "colour"
     high: np.ndarray | None = None
     low: np.ndarray | None = None
 
+    @cached_property
+    def gray(self) -> np.ndarray:
+        """The model view at full size (uint8 HxW, 255 = air, dark = dense), for people and tools;
+        the detector makes its own from ``plane`` at the network's size, which costs less."""
+        return self.plane if self.plane.dtype == np.uint8 else gray_from_high(self.plane)
 
-def gray_from_high(high: np.ndarray) -> np.ndarray:
-    """Model view of a 16-bit transmission plane: ``255 * T**0.75``, T = value / 65535.
+
+def transmission_view(plane: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Model view of a 16-bit transmission plane, 0..1 float32: ``T**0.75``, T = value / 65535.
 
     The mild gamma keeps thin metal visible while dense metal stays near black, so dual-energy
-    scans look like single-energy greyscale scans (the detector is trained on this mapping)."""
-    return np.take(_GRAY_OF_HIGH, high)  # a 64k lookup table; take() is twice as fast as indexing
+    scans look like single-energy greyscale scans (the detector is trained on this mapping).
+    Two square roots instead of a power: a quarter of the time, in place in ``out``."""
+    t = np.multiply(plane, np.float32(1.0 / 65535.0), out=out, dtype=np.float32, casting="unsafe")
+    root = np.sqrt(t)
+    np.sqrt(root, out=t)
+    return np.multiply(t, root, out=t)
 
 
-_GRAY_OF_HIGH = np.clip(255.0 * np.power(np.arange(65536, dtype=np.float64) / 65535.0, _GAMMA) + 0.5, 0, 255).astype(np.uint8)
+def gray_from_high(high: np.ndarray) -> np.ndarray:
+    """:func:`transmission_view` as uint8 grey 0..255, by a 64k lookup table built from it
+    (``take`` is twice as fast as indexing)."""
+    return np.take(_GRAY_OF_HIGH, high)
+
+
+_GRAY_OF_HIGH = np.clip(255.0 * transmission_view(np.arange(65536, dtype=np.uint16)) + 0.5, 0, 255).astype(np.uint8)
 
 
 def _sniff(data: bytes) -> str | None:
@@ -124,7 +141,9 @@ def _tiff_pages(data: bytes, most: int = 16) -> list[tuple[int, int]]:
     return pages
 
 
-def _to_gray(img: np.ndarray) -> tuple[np.ndarray, str]:
+def _to_plane(img: np.ndarray) -> tuple[np.ndarray, str]:
+    """A decoded image's model-view source and kind: uint8 grey, or a 16-bit grey image as a
+    transmission plane (12-bit detector data scaled to 16 bits)."""
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
     if img.ndim == 3:
@@ -143,7 +162,7 @@ def _to_gray(img: np.ndarray) -> tuple[np.ndarray, str]:
     if gray.dtype == np.uint16:
         if kind == "grey16" and int(gray.max()) <= 4095:  # 12-bit detector data in 16-bit words
             gray = (gray.astype(np.uint32) * 16).astype(np.uint16)
-        return (gray_from_high(gray) if kind == "grey16" else (gray // 257).astype(np.uint8)), kind
+        return (np.ascontiguousarray(gray) if kind == "grey16" else (gray // 257).astype(np.uint8)), kind
     if gray.dtype != np.uint8:
         raise ValueError(f"unsupported sample type {gray.dtype}")
     return np.ascontiguousarray(gray), kind
@@ -174,7 +193,7 @@ def load_image(path: str | Path, max_pixels: int = 50_000_000, data: bytes | Non
             high, low, _ = decode_xde(data, max_pixels)
         except XdeError as err:
             raise ImageError(f"{p}: bad dual-energy file: {err}") from err
-        return LoadedImage(str(p), gray_from_high(high), "dual-energy", high, low)
+        return LoadedImage(str(p), high, "dual-energy", high, low)
     try:
         pages = _tiff_pages(data) if got == "tiff" else [{"png": _png_size, "jpeg": _jpeg_size}[got](data)]
     except (ValueError, struct.error) as err:
@@ -198,10 +217,10 @@ def load_image(path: str | Path, max_pixels: int = 50_000_000, data: bytes | Non
     if img.shape[0] != height or img.shape[1] != width:
         raise ImageError(f"{p}: decoded size {img.shape[1]} x {img.shape[0]} differs from the header's {width} x {height}")
     try:
-        gray, kind = _to_gray(img)
+        plane, kind = _to_plane(img)
     except (ValueError, cv2.error) as err:
         raise ImageError(f"{p}: {got} {err}") from err
-    return LoadedImage(str(p), gray, kind)
+    return LoadedImage(str(p), plane, kind)
 
 
 def _dual_energy_tiff(p: Path, data: bytes, pages: list[tuple[int, int]]) -> LoadedImage:
@@ -220,7 +239,7 @@ def _dual_energy_tiff(p: Path, data: bytes, pages: list[tuple[int, int]]) -> Loa
             raise ImageError(f"{p}: page {k} is {plane.dtype} with shape {plane.shape}; a dual-energy TIFF has two 16-bit grey pages")
     a, b = planes
     high, low = (a, b) if float(a.mean()) >= float(b.mean()) else (b, a)
-    return LoadedImage(str(p), gray_from_high(high), "dual-energy", high, low)
+    return LoadedImage(str(p), high, "dual-energy", high, low)
 
 
 _ORGANIC, _MIXED, _METAL = (np.array(c, np.float32) for c in ((0, 140, 255), (40, 180, 0), (255, 90, 0)))

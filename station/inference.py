@@ -39,7 +39,7 @@ def detect_file(detector: Detector, path: Path, sha256: str | None = None) -> tu
     except ImageError as err:
         raise InferenceProblem(Reason("IMAGE_ERROR", str(err))) from err
     try:
-        found = detector.detect(image.gray)
+        found = detector.detect(image.plane)
     except Exception as err:  # onnxruntime raises its own types; any of them means no result
         raise InferenceProblem(Reason("INFERENCE_ERROR", f"{path}: {err}")) from err
     return tuple(Detected(d.label, d.score, d.box, detector.is_threat(d)) for d in found)

@@ -144,11 +144,11 @@ def _detect(det: Detector, path: Path, errors: list[dict[str, str]]) -> tuple[tu
     from station.imaging import ImageError, load_image
 
     try:
-        gray = load_image(path).gray
+        plane = load_image(path).plane
     except ImageError as err:
         errors.append({"path": str(path), "error": str(err)})
         return None
-    return gray.shape, det.detect(gray, dict.fromkeys(det.manifest.classes, FLOOR))
+    return plane.shape, det.detect(plane, dict.fromkeys(det.manifest.classes, FLOOR))
 
 
 def _yolo_names(args: argparse.Namespace, det: Detector) -> list[str]:

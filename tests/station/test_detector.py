@@ -80,6 +80,20 @@ def test_letterbox_geometry() -> None:
     assert img[:, 0].min() == 255 and img[128, 192] == 0 and lb.dy == 0
 
 
+@pytest.mark.parametrize("src_width", [480, 1000, 3000])  # scales 0.8 (bilinear), 0.38 and 0.13 (area)
+def test_a_one_pixel_wire_survives_the_letterbox(src_width: int) -> None:
+    """A thin wire (a detonator's lead, a blade seen edge-on) at any column of a large scan still
+    darkens the network's input: shrinking never skips a source column."""
+    height = src_width * 2 // 3
+    faintest = 255
+    for col in range(src_width // 2, src_width // 2 + 16):
+        src = np.full((height, src_width), 255, np.uint8)
+        src[:, col] = 0
+        img, _ = letterbox(src, (256, 384), 255)
+        faintest = min(faintest, 255 - int(img.min()))  # how dark its darkest trace is
+    assert faintest >= 255 * (384 / src_width) / 3  # a third of its share of an input pixel, or better
+
+
 def test_wrong_sha256_is_refused(tmp_path: Path) -> None:
     model = tmp_path / "model"
     shutil.copytree(DEFAULT, model)
