@@ -39,15 +39,39 @@ def test_default_model_loads_with_its_manifest(detector: Detector) -> None:
     assert (DEFAULT / m.onnx_file).stat().st_size < 5_000_000
 
 
-def test_gun_parcel_is_flagged_with_a_gun_box(detector: Detector) -> None:
+@pytest.mark.parametrize("view", ["high plane", "grey view"])
+def test_gun_parcel_is_flagged_with_a_gun_box(detector: Detector, view: str) -> None:
+    """Through the lane's input (the uint16 high-energy plane) and through its full-size grey view."""
     scan = synth_parcel(np.random.default_rng(GUN_SEED), ("gun",))
     truth = scan.boxes[0]
-    dets = detector.detect(gray_from_high(scan.high))
+    dets = detector.detect(scan.high if view == "high plane" else gray_from_high(scan.high))
     guns = [d for d in dets if d.label == "gun"]
     assert guns, f"no gun found in seed {GUN_SEED}: {dets}"
     assert detector.is_threat(guns[0])
     assert _iou(guns[0].box, (truth.x1, truth.y1, truth.x2, truth.y2)) > 0.5
     assert all(0 <= v <= 480 for d in dets for v in d.box)
+
+
+def test_a_plane_mapped_after_resizing_gives_the_view_of_its_grey_image(detector: Detector) -> None:
+    """The detector maps a 16-bit plane to grey after resizing it (cheaper); the network sees
+    what it would from the full-size grey view, within a grey level or so at edges, and the
+    letterbox border is the same."""
+    scan = synth_parcel(np.random.default_rng(5), ("blade", "battery"))
+    tall = np.ascontiguousarray(scan.high[:, :200])  # a narrow scan: letterboxed with side bars
+    for plane in (scan.high, tall):
+        from_plane, lb = detector.preprocess(plane)
+        from_grey, lb_grey = detector.preprocess(gray_from_high(plane))
+        assert lb == lb_grey
+        diff = np.abs(from_plane - from_grey) * 255
+        assert diff.mean() < 0.6 and np.percentile(diff, 99) < 2.5
+        assert from_plane[0, 0, :, : lb.dx].tolist() == from_grey[0, 0, :, : lb.dx].tolist()
+
+
+def test_detector_input_must_be_grey_or_a_transmission_plane(detector: Detector) -> None:
+    with pytest.raises(ModelError, match="uint8 or uint16"):
+        detector.preprocess(np.zeros((10, 10, 3), np.uint8))
+    with pytest.raises(ModelError, match="uint8 or uint16"):
+        detector.preprocess(np.zeros((10, 10), np.float32))
 
 
 def test_empty_sky_has_no_threats(detector: Detector) -> None:
