@@ -51,7 +51,7 @@ def transmission_view(plane: np.ndarray, out: np.ndarray | None = None) -> np.nd
 
     The mild gamma keeps thin metal visible while dense metal stays near black, so dual-energy
     scans look like single-energy greyscale scans (the detector is trained on this mapping).
-    Two square roots instead of a power: a quarter of the time, in place in ``out``."""
+    Computed as two square roots rather than a power, in place in ``out``."""
     t = np.multiply(plane, np.float32(1.0 / 65535.0), out=out, dtype=np.float32, casting="unsafe")
     root = np.sqrt(t)
     np.sqrt(root, out=t)
