@@ -59,7 +59,7 @@ def letterbox_np(gray: np.ndarray, where: np.ndarray, boxes: np.ndarray) -> tupl
         b[:, [0, 2]] = b[:, [0, 2]] * lb.scale + lb.dx
         b[:, [1, 3]] = b[:, [1, 3]] * lb.scale + lb.dy
     ids = np.zeros(INPUT_HW, np.uint8)
-    nh, nw = max(1, round(lb.src_h * lb.scale)), max(1, round(lb.src_w * lb.scale))
+    nh, nw = lb.inner_hw
     ids[lb.dy : lb.dy + nh, lb.dx : lb.dx + nw] = cv2.resize(where, (nw, nh), interpolation=cv2.INTER_NEAREST)
     ids = cv2.dilate(ids, np.ones((5, 5), np.uint8))
     return out, b, ids[_ANCHOR_PIX[:, 1], _ANCHOR_PIX[:, 0]]

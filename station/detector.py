@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -88,20 +88,25 @@ class Letterbox:
     src_h: int
     src_w: int
 
+    @property
+    def inner_hw(self) -> tuple[int, int]:
+        """Height and width of the resized source inside the input (the rest is padding)."""
+        return max(1, round(self.src_h * self.scale)), max(1, round(self.src_w * self.scale))
+
 
 def fit(src_h: int, src_w: int, size: tuple[int, int]) -> Letterbox:
     """The letterbox geometry: keep the aspect ratio, fit inside ``size`` (h, w), centre."""
     th, tw = size
-    s = min(th / src_h, tw / src_w)
-    nh, nw = max(1, round(src_h * s)), max(1, round(src_w * s))
-    return Letterbox(s, (tw - nw) // 2, (th - nh) // 2, src_h, src_w)
+    lb = Letterbox(min(th / src_h, tw / src_w), 0, 0, src_h, src_w)
+    nh, nw = lb.inner_hw
+    return replace(lb, dx=(tw - nw) // 2, dy=(th - nh) // 2)
 
 
 def _resize(img: np.ndarray, lb: Letterbox) -> np.ndarray:
     """Bilinear, as Ultralytics' own letterbox, down to half size; below that, pixel-area averaging,
     so that a wire or a blade's edge is not dropped between samples. (Area averaging at a mild
     scale such as 0.8 cost 0.4 ms a scan, bilinear 0.08, for a mean difference of 0.3 grey levels.)"""
-    nh, nw = max(1, round(lb.src_h * lb.scale)), max(1, round(lb.src_w * lb.scale))
+    nh, nw = lb.inner_hw
     return cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if lb.scale < 0.5 else cv2.INTER_LINEAR)
 
 
