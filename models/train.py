@@ -218,20 +218,74 @@ def assign(gt: np.ndarray, on_object: np.ndarray, anchors: torch.Tensor, strides
     return idx, g
 
 
+def load_onnx_weights(model: TinyYolo, path: Path) -> None:
+    """Load an exported TinyYolo's weights back into ``model``. The export folded each batch
+    norm into its convolution, so each norm becomes the identity plus the folded bias
+    (mean 0, variance 1, scale sqrt(1 + eps)): exact in eval mode, and it must stay in eval
+    mode when fine-tuning (:func:`train` freezes it). Convolutions pair up in graph order,
+    which is the modules' order; a shape that differs names the layer."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    nodes = [n for n in graph.node if n.op_type == "Conv"]
+    convs = [(name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    if len(nodes) != len(convs):
+        raise ValueError(f"{path}: {len(nodes)} convolutions, the network has {len(convs)} (another width or architecture?)")
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for node, (name, conv) in zip(nodes, convs):
+            w, b = (torch.from_numpy(weights[x].copy()) for x in node.input[1:3])
+            if w.shape != conv.weight.shape:
+                raise ValueError(f"{path}: {node.name} has weights {tuple(w.shape)}, {name} needs {tuple(conv.weight.shape)}")
+            conv.weight.copy_(w)
+            if conv.bias is not None:
+                conv.bias.copy_(b)
+                continue
+            parent, index = name.rsplit(".", 1)
+            norm = modules[f"{parent}.{int(index) + 1}"]
+            assert isinstance(norm, torch.nn.BatchNorm2d)
+            norm.running_mean.zero_()
+            norm.running_var.fill_(1.0)
+            norm.weight.fill_(math.sqrt(1.0 + norm.eps))
+            norm.bias.copy_(b)
+
+
 def train(
-    seed: int, steps: int, batch: int, width: int = 32, log_every: int = 25, init: Path | None = None, checkpoint: Path | None = None, checkpoint_every: int = 500
+    seed: int,
+    steps: int,
+    batch: int,
+    width: int = 32,
+    log_every: int = 25,
+    init: Path | None = None,
+    checkpoint: Path | None = None,
+    checkpoint_every: int = 500,
+    lr: float = 3e-3,
 ) -> TinyYolo:
-    """Train ``steps`` batches; start from the state_dict at ``init`` if given, and save the
-    state_dict to ``checkpoint`` (if given) every ``checkpoint_every`` steps and at the end."""
+    """Train ``steps`` batches and save the weights to ``checkpoint`` (if given) every
+    ``checkpoint_every`` steps and at the end. ``init`` starts from a checkpoint or from an
+    exported ``.onnx`` model, whose folded batch norms then stay frozen (and stay frozen when
+    its checkpoint is resumed: the checkpoint says so)."""
     torch.manual_seed(seed)
     model = TinyYolo(len(THREAT_CLASSES), width)
-    if init is not None:
-        model.load_state_dict(torch.load(init, map_location="cpu"))
+    frozen_norms = False
+    if init is not None and init.suffix == ".onnx":
+        load_onnx_weights(model, init)
+        frozen_norms = True
+    elif init is not None:
+        saved = torch.load(init, map_location="cpu")
+        frozen_norms = bool(saved.pop("frozen_norms", False))  # absent in a bare state_dict
+        model.load_state_dict(saved.get("state_dict", saved))
     anchors, strides = ANCHORS, STRIDES_T
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=5e-4)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
     warm = max(1, min(150, steps // 10))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warm) * (0.03 + 0.97 * 0.5 * (1 + math.cos(math.pi * i / steps))))
     model.train()
+    if frozen_norms:
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eval()
     t0 = time.monotonic()
     for step, rendered in enumerate(batches(seed, batch, steps)):
         imgs, gts, objs = zip(*rendered)
@@ -264,7 +318,7 @@ def train(
         if step % log_every == 0 or step == steps - 1:
             log.info("step %d/%d loss %.3f cls %.3f box %.3f lr %.5f %.0fs", step, steps, loss.item(), cls_loss.item(), box_loss.item(), sched.get_last_lr()[0], time.monotonic() - t0)
         if checkpoint is not None and ((step + 1) % checkpoint_every == 0 or step == steps - 1):
-            torch.save(model.state_dict(), checkpoint)
+            torch.save({"state_dict": model.state_dict(), "frozen_norms": frozen_norms}, checkpoint)
     return model.eval()
 
 
@@ -274,6 +328,19 @@ def export(model: TinyYolo, path: Path) -> str:
     dummy = torch.zeros(1, 3, *INPUT_HW)
     torch.onnx.export(wrapped, (dummy,), str(path), opset_version=17, input_names=["images"], output_names=["output0"], dynamo=False)
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _fine_tuned_from(init: Path | None, lr: float) -> str:
+    """The training-data sentence's provenance of a fine-tuned model: the model it started from,
+    by hash and by its own manifest's account of its training, so that the chain can be rerun."""
+    if init is None:
+        return ""
+    if init.suffix != ".onnx":
+        return f", fine-tuned (peak lr {lr:g}) from checkpoint {init.name}"
+    sha = hashlib.sha256(init.read_bytes()).hexdigest()
+    manifest = init.with_name("manifest.json")
+    before = json.loads(manifest.read_text(encoding="utf-8")).get("training_data", "?") if manifest.exists() else "no manifest"
+    return f", fine-tuned (peak lr {lr:g}, batch norms frozen) from the model with sha256 {sha} [{before}]"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -287,8 +354,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--eval-images", type=int, default=600)
     ap.add_argument("--folders", type=Path, default=None, help="with --eval: also report the share flagged per sub-folder (e.g. GDXray crops)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--init", type=Path, default=None, help="start from this state_dict (a --checkpoint file) to fine-tune")
-    ap.add_argument("--checkpoint", type=Path, default=None, help="save the state_dict here every 500 steps and at the end")
+    ap.add_argument("--init", type=Path, default=None, help="fine-tune from a --checkpoint file, or from an exported model.onnx")
+    ap.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (cosine schedule)")
+    ap.add_argument("--checkpoint", type=Path, default=None, help="save the weights here every 500 steps and at the end")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -302,7 +370,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(report, indent=2))
         return
     args.out.mkdir(parents=True, exist_ok=True)
-    model = train(args.seed, args.steps, args.batch, args.width, init=args.init, checkpoint=args.checkpoint)
+    model = train(args.seed, args.steps, args.batch, args.width, init=args.init, checkpoint=args.checkpoint, lr=args.lr)
     onnx_path = args.out / "model.onnx"
     sha = export(model, onnx_path)
     # imported after training: a long run need not wait for it
@@ -314,7 +382,7 @@ def main(argv: list[str] | None = None) -> None:
         sha,
         training_data=(
             f"synthetic scans from simulator/xray.py only, seed {args.seed}, {n_images} images ({args.steps} steps x {args.batch}), network width {args.width}"
-            + (f", fine-tuned from {args.init.name}" if args.init is not None else "")
+            + _fine_tuned_from(args.init, args.lr)
             + ": "
             f"{1 - CLOSEUP_SHARE:.0%} parcels (0-3 threats among clutter and confusers), {CLOSEUP_SHARE:.0%} close-ups of one object "
             f"({1 - CLOSEUP_BENIGN:.0%} threats, {CLOSEUP_BENIGN:.0%} benign metal confusers); half dual-energy (gray_from_high), "
