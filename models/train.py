@@ -154,8 +154,10 @@ def _render_batches(seed: int, batch: int, out: mp.Queue) -> None:  # type: igno
 
 def batches(seed: int, batch: int, steps: int) -> Iterator[list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
     """``steps`` batches rendered ahead by one worker process: the same sequence as rendering
-    them here from ``default_rng(seed)``, so a run is reproducible from its seed."""
-    ctx = mp.get_context("fork")
+    them here from ``default_rng(seed)``, so a run is reproducible from its seed. The worker is
+    spawned, not forked: a fork of a process whose threads (torch's, onnxruntime's, a test
+    broker's) hold a lock can leave the child hung on it."""
+    ctx = mp.get_context("spawn")
     queue = ctx.Queue(maxsize=4)
     worker = ctx.Process(target=_render_batches, args=(seed, batch, queue), daemon=True)
     worker.start()
