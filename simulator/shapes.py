@@ -75,10 +75,28 @@ def draw(cv: Canvas, parts: list[Part], angle: float, scale: float, centre: tupl
 # --- threats -------------------------------------------------------------------------------
 
 
+def _rounded(pts: Points, passes: int = 2) -> Points:
+    """A closed outline with its corners cut round (Chaikin), as cast and machined steel is."""
+    for _ in range(passes):
+        nxt = np.roll(pts, -1, axis=0)
+        pts = np.stack([0.75 * pts + 0.25 * nxt, 0.25 * pts + 0.75 * nxt], 1).reshape(-1, 2)
+    return pts
+
+
 def _grip(x_back: float, x_front: float, top: float, length: float, rake: float) -> Points:
     """A handgun grip: a raked quadrilateral hanging below the frame, rounded at the butt."""
     dx = np.tan(rake) * length
-    return np.array([[x_back, top], [x_front, top], [x_front - dx + 4, top + length], [x_back - dx + 6, top + length + 4], [x_back - dx, top + length - 6]], float)
+    return _rounded(np.array([[x_back, top], [x_front, top], [x_front - dx + 4, top + length], [x_back - dx + 6, top + length + 4], [x_back - dx, top + length - 6]], float), 1)
+
+
+def _trigger_guard(x: float, y: float, width: float, depth: float, rng: np.random.Generator, metal: str = "steel") -> list[Part]:
+    """The trigger guard, a bold steel loop under the frame (the ring a real gun's silhouette
+    shows), and the trigger curling inside it."""
+    u = rng.uniform
+    return [
+        Line(ellipse_pts(x, y, width, depth, 14, 0.0, np.pi), metal, u(0.8, 1.5), u(4, 8)),
+        Poly((np.array([[x - 4, y], [x + 3, y], [x - 1, y + depth * 0.8], [x - 6, y + depth * 0.7]], float),), "steel", u(0.6, 1.0)),
+    ]
 
 
 def pistol(rng: np.random.Generator) -> list[Part]:
@@ -97,8 +115,7 @@ def pistol(rng: np.random.Generator) -> list[Part]:
     parts.append(Poly((grip,), "plastic" if rng.random() < 0.15 else metal, u(2.5, 3.8)))
     parts.append(Poly((grip * (0.8, 0.95) + (x_back * 0.2 + 4, 2),), "steel", u(0.8, 1.4)))  # magazine inside
     gx = x_back + grip_w + u(2, 10)
-    parts.append(Line(ellipse_pts(gx + 14, 10, u(14, 20), u(12, 17), 10, 0.0, np.pi), metal, u(0.6, 1.2), u(3, 6)))
-    parts.append(Poly((np.array([[gx + 8, 10], [gx + 14, 10], [gx + 10, 26], [gx + 5, 24]], float),), "steel", 0.6))
+    parts += _trigger_guard(gx + 14, 10, u(14, 22), u(13, 20), rng, metal)
     return parts
 
 
@@ -114,20 +131,19 @@ def revolver(rng: np.random.Generator) -> list[Part]:
         parts.append(Poly((rect_pts(0, 0, barrel * u(0.5, 1.0), u(7, 12)),), "steel", u(1.5, 2.5)))
     cyl_len, cyl_h = u(36, 48), u(38, 50)
     cyl_y = -bore / 2 + u(2, 6)
-    parts.append(Poly((rect_pts(-cyl_len, cyl_y - cyl_h / 2, 0, cyl_y + cyl_h / 2),), "steel", u(3.5, 5.0)))
+    parts.append(Poly((_rounded(rect_pts(-cyl_len, cyl_y - cyl_h / 2, 0, cyl_y + cyl_h / 2)),), "steel", u(3.5, 5.0)))
     top, bottom = -bore - u(5, 10), u(18, 28)
-    parts.append(Poly((rect_pts(-cyl_len - 22, top, 6, bottom),), "steel", u(2.2, 3.2)))
+    parts.append(Poly((_rounded(rect_pts(-cyl_len - 22, top, 6, bottom), 1),), "steel", u(2.2, 3.2)))
     parts.append(Poly((np.array([[-cyl_len - 22, top], [-cyl_len - 34, top - u(8, 16)], [-cyl_len - 26, top - 14], [-cyl_len - 8, top]], float),), "steel", 1.6))
     grip_len, grip_w = u(65, 95), u(0, 12)
-    grip = np.array([[-cyl_len - 22, bottom - 6], [-cyl_len + 2 + grip_w, bottom], [-cyl_len - 8 - u(10, 25) + grip_w, bottom + grip_len], [-cyl_len - 30 - u(10, 25), bottom + grip_len - 6], [-cyl_len - 40 - grip_w, bottom + 10]], float)
+    grip = _rounded(np.array([[-cyl_len - 22, bottom - 6], [-cyl_len + 2 + grip_w, bottom], [-cyl_len - 8 - u(10, 25) + grip_w, bottom + grip_len], [-cyl_len - 30 - u(10, 25), bottom + grip_len - 6], [-cyl_len - 40 - grip_w, bottom + 10]], float), 1)
     holes: tuple[Points, ...] = ()
     if rng.random() < 0.35:  # openings in the grip frame between the panels
         c = grip.mean(axis=0)
         holes = (ellipse_pts(c[0], c[1], u(5, 9), grip_len * u(0.2, 0.3), 12),)
     parts.append(Poly((grip,), "steel" if rng.random() < 0.75 else "plastic", u(2.5, 3.8), holes))
     parts.append(Poly((grip * 0.85 + (-cyl_len * 0.15 - 4, 6),), "steel", u(0.6, 1.4), holes))  # frame inside wood/plastic panels
-    gx = -cyl_len + 4
-    parts.append(Line(ellipse_pts(gx, bottom, u(12, 17), u(10, 15), 10, 0.0, np.pi), "steel", u(0.8, 1.5), u(4, 7)))
+    parts += _trigger_guard(-cyl_len + 4, bottom, u(12, 20), u(12, 19), rng)
     return parts
 
 
