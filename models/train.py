@@ -232,10 +232,10 @@ def load_onnx_weights(model: TinyYolo, path: Path) -> None:
     graph = onnx.load(str(path)).graph
     weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     nodes = [n for n in graph.node if n.op_type == "Conv"]
-    convs = [(name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    modules = dict(model.named_modules())
+    convs = [(name, m) for name, m in modules.items() if isinstance(m, torch.nn.Conv2d)]
     if len(nodes) != len(convs):
         raise ValueError(f"{path}: {len(nodes)} convolutions, the network has {len(convs)} (another width or architecture?)")
-    modules = dict(model.named_modules())
     with torch.no_grad():
         for node, (name, conv) in zip(nodes, convs):
             w, b = (torch.from_numpy(weights[x].copy()) for x in node.input[1:3])
