@@ -121,21 +121,22 @@ def letterbox(gray: np.ndarray, size: tuple[int, int], pad: int) -> tuple[np.nda
     return out, lb
 
 
-def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
-    order = list(np.argsort(-scores, kind="stable"))
-    keep: list[int] = []
+def _nms(boxes: np.ndarray, classes: np.ndarray, iou: float) -> list[int]:
+    """Greedy non-maximum suppression within each class, on boxes already in priority order (best
+    first): the indices kept. Each kept box drops, in one array operation, the later boxes of its
+    class that it overlaps by more than ``iou``."""
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    while order:
-        i = order.pop(0)
+    alive = np.ones(len(boxes), bool)
+    keep: list[int] = []
+    for i in range(len(boxes)):
+        if not alive[i]:
+            continue
         keep.append(i)
-        if not order:
-            break
-        rest = np.array(order)
+        rest = slice(i + 1, None)
         lt = np.maximum(boxes[i, :2], boxes[rest, :2])
         rb = np.minimum(boxes[i, 2:], boxes[rest, 2:])
         inter = np.clip(rb - lt, 0, None).prod(1)
-        overlap = inter / (area[i] + area[rest] - inter + 1e-9)
-        order = [int(j) for j, o in zip(rest, overlap) if o <= iou]
+        alive[rest] &= (inter / (area[i] + area[rest] - inter + 1e-9) <= iou) | (classes[rest] != classes[i])
     return keep
 
 
@@ -222,23 +223,24 @@ class Detector:
         m = self.manifest
         thr = self._thr if thresholds is None else np.array([thresholds.get(c, m.default_threshold) for c in m.classes], np.float32)
         scores = out[0, 4:]  # nc, N: one contiguous row per class
-        cls = scores.argmax(0)
         best = scores.max(0)
-        keep = best >= thr[cls]
-        if not keep.any():
+        keep = np.flatnonzero(best >= thr.min())  # most anchors of most scans clear no threshold
+        cls = scores[:, keep].argmax(0)
+        cleared = best[keep] >= thr[cls]
+        keep, cls = keep[cleared], cls[cleared]
+        if not keep.size:
             return []
-        p, cls, best = out[0, :4, keep], cls[keep], best[keep]  # p: kept anchors' cx, cy, w, h
-        boxes = np.concatenate([p[:, :2] - p[:, 2:4] / 2, p[:, :2] + p[:, 2:4] / 2], 1)
-        boxes[:, [0, 2]] = np.clip((boxes[:, [0, 2]] - lb.dx) / lb.scale, 0, lb.src_w)
-        boxes[:, [1, 3]] = np.clip((boxes[:, [1, 3]] - lb.dy) / lb.scale, 0, lb.src_h)
-        dets: list[Detection] = []
-        for c in np.unique(cls):
-            idx = np.flatnonzero(cls == c)
-            for i in _nms(boxes[idx], best[idx], m.nms_iou):
-                j = idx[i]
-                dets.append(Detection(m.classes[int(c)], float(best[j]), tuple(float(v) for v in boxes[j])))  # type: ignore[arg-type]
-        dets.sort(key=lambda d: -d.score)
-        return dets[: m.max_detections]
+        best = best[keep]
+        order = np.lexsort((cls, -best))  # best score first; ties: class order, then anchor order
+        keep, cls, best = keep[order], cls[order], best[order]
+        p = out[0, :4, keep]  # kept anchors' cx, cy, w, h
+        half = p[:, 2:4] / 2
+        offset = np.array([lb.dx, lb.dy, lb.dx, lb.dy], np.float32)
+        boxes = (np.concatenate([p[:, :2] - half, p[:, :2] + half], 1) - offset) / lb.scale
+        np.clip(boxes, 0, np.array([lb.src_w, lb.src_h, lb.src_w, lb.src_h], np.float32), out=boxes)  # source pixels
+        kept = _nms(boxes, cls, m.nms_iou)[: m.max_detections]
+        return [Detection(m.classes[c], score, tuple(box))  # type: ignore[arg-type]
+                for c, score, box in zip(cls[kept].tolist(), best[kept].tolist(), boxes[kept].tolist())]
 
     def detect(self, image: np.ndarray, thresholds: Mapping[str, float] | None = None) -> list[Detection]:
         """Detect objects in a scan's uint8 grey view or uint16 transmission plane (see

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from simulator.xray import synth_parcel
-from station.detector import Detection, Detector, ModelError, letterbox
+from station.detector import Detection, Detector, ModelError, fit, letterbox
 from station.imaging import gray_from_high
 
 DEFAULT = Path(__file__).resolve().parents[2] / "models" / "default"
@@ -97,6 +99,44 @@ def test_decoding_maps_boxes_back_and_suppresses_per_class(detector: Detector) -
     assert dets[0].score == pytest.approx(gun_a)
     assert dets[0].box == pytest.approx((80.0, 170.0, 120.0, 230.0), abs=0.01)
 
+
+_ANCHOR = st.tuples(st.floats(0, 384), st.floats(0, 256), st.floats(1, 200), st.floats(1, 200),  # cx, cy, w, h
+                    st.integers(0, 4), st.floats(0, 1, width=32))  # class, score
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(anchors=st.lists(_ANCHOR, max_size=40), src=st.sampled_from([(320, 480), (500, 250), (1000, 3000)]))
+def test_decoding_keeps_exactly_what_greedy_class_wise_nms_keeps(detector: Detector, anchors: list, src: tuple[int, int]) -> None:
+    """For any network output: every detection clears its class's threshold; the list is sorted
+    by score; no two of one class overlap by more than nms_iou; and every anchor that cleared its
+    threshold but is missing was dropped by a kept box of its class scoring at least as high."""
+    m = detector.manifest
+    lb = fit(*src, m.input_size)
+    out = np.zeros((1, 4 + len(m.classes), max(1, len(anchors))), np.float32)
+    for j, (cx, cy, w, h, c, score) in enumerate(anchors):
+        out[0, :4, j] = cx, cy, w, h
+        out[0, 4 + c, j] = score
+    dets = detector.postprocess(out, lb)
+
+    def source_box(cx: float, cy: float, w: float, h: float) -> tuple[float, ...]:
+        x1, y1, x2, y2 = ((v - d) / lb.scale for v, d in zip((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), (lb.dx, lb.dy) * 2))
+        return (min(max(x1, 0), lb.src_w), min(max(y1, 0), lb.src_h), min(max(x2, 0), lb.src_w), min(max(y2, 0), lb.src_h))
+
+    def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+        inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter + 1e-9)
+
+    assert [d.score for d in dets] == sorted((d.score for d in dets), reverse=True)
+    for i, d in enumerate(dets):
+        assert d.score >= m.thresholds.get(d.label, m.default_threshold) - 1e-7
+        assert all(iou(d.box, e.box) <= m.nms_iou + 1e-4 for e in dets[i + 1 :] if e.label == d.label)
+    kept = {(d.label, round(d.score, 6), tuple(round(v, 2) for v in d.box)) for d in dets}
+    for cx, cy, w, h, c, score in anchors:
+        label, box = m.classes[c], source_box(cx, cy, w, h)
+        score = float(np.float32(score))
+        if score < m.thresholds.get(label, m.default_threshold) or (label, round(score, 6), tuple(round(v, 2) for v in box)) in kept:
+            continue
+        assert len(dets) == m.max_detections or any(d.label == label and d.score >= score and iou(d.box, box) > m.nms_iou - 1e-4 for d in dets)
 
 def test_letterbox_geometry() -> None:
     img, lb = letterbox(np.zeros((100, 50), np.uint8), (256, 384), 255)
