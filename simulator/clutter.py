@@ -1,8 +1,7 @@
 """Benign parcel contents: clothes' companions (books, bottles, food, shoes), electronics (phones,
 laptops, boards, chargers, headphones, cables) and confusers, metal that is not a threat (keys,
-coins, springs, screws, bolts, nails, clips, gears, wheels, scissors, cutlery, tools, pens) and dense
-blobs (mains adapters, paperweights), so a model learns that metal or a dark block is not a threat
-by itself."""
+coins, springs, screws, clips, gears, wheels, scissors, cutlery, tools), so a model learns that
+metal is not a threat by itself."""
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from simulator.materials import ellipse_pts, pose, rect_pts
+from simulator.materials import ellipse_pts, rect_pts
 from simulator.shapes import Cyl, Line, Part, Poly
 
 
@@ -246,89 +245,8 @@ def dense_food(rng: np.random.Generator) -> list[Part]:
     return [Poly((rect_pts(-w / 2, -h / 2, w / 2, h / 2),), "organic_dense", rng.uniform(2, 6))]
 
 
-def bolts(rng: np.random.Generator) -> list[Part]:
-    """Hex bolts and threaded rod, some with a nut: solid steel bars with a toothed edge."""
-    u = rng.uniform
-    parts: list[Part] = []
-    for _ in range(int(rng.integers(1, 4))):
-        length, dia = u(30, 120), u(6, 20)
-        at, a = (u(-30, 30), u(-30, 30)), u(0, 2 * np.pi)
-        n = max(4, int(length / max(1.0, dia * 0.15)))
-        xs = np.linspace(0, length, 2 * n + 1)
-        edge = np.where(np.arange(2 * n + 1) % 2 == 0, dia / 2, dia * 0.42)
-        shank = np.concatenate([np.stack([xs, edge], 1), np.stack([xs[::-1], -edge[::-1]], 1)])
-        polys = [shank] if rng.random() < 0.2 else [shank, rect_pts(-dia * 0.7, -dia * 0.85, 0, dia * 0.85)]  # rod or bolt
-        parts.append(Poly(tuple(pose(q, a, 1.0, at) for q in polys), "steel", dia / 12))
-        if rng.random() < 0.5:
-            x = u(0.3, 0.9) * length
-            parts.append(Poly((pose(rect_pts(x, -dia * 0.85, x + dia * 0.8, dia * 0.85), a, 1.0, at),), "steel", dia / 14))
-    return parts
-
-
-def nails(rng: np.random.Generator) -> list[Part]:
-    """A handful of nails or pins, bundled or strewn: thin steel shanks, each with a flat head."""
-    u = rng.uniform
-    parts: list[Part] = []
-    bundled, base = rng.random() < 0.6, u(0, 2 * np.pi)
-    for _ in range(int(rng.integers(4, 15))):
-        length, w = u(30, 90), u(1.5, 3.5)
-        a = base + rng.normal(0, 0.15) if bundled else u(0, 2 * np.pi)
-        at = (u(-20, 20), u(-20, 20))
-        parts.append(Line(pose(np.array([[-length / 2, 0.0], [length / 2, 0.0]]), a, 1.0, at), "steel", w / 10, w))
-        parts.append(Poly((pose(rect_pts(-length / 2 - 1, -w * 1.5, -length / 2 + 0.5, w * 1.5), a, 1.0, at),), "steel", w / 8))
-    return parts
-
-
-def mains_adapter(rng: np.random.Generator) -> list[Part]:
-    """A wall-plug power supply: a plastic case round an iron-core transformer (a dark block in
-    its copper winding), the plug's pins, and its cable."""
-    u = rng.uniform
-    w, h = u(40, 70), u(50, 90)
-    cw, ch = w * u(0.5, 0.8), h * u(0.35, 0.6)
-    parts: list[Part] = [Poly((rect_pts(-w / 2, -h / 2, w / 2, h / 2),), "plastic", u(3, 5)),
-                         Poly((rect_pts(-cw / 2, -h / 2 + 4, cw / 2, -h / 2 + 4 + ch),), "steel", u(1.0, 2.5)),
-                         Line(rect_pts(-cw / 3, -h / 2 + 4 + ch * 0.2, cw / 3, -h / 2 + 4 + ch * 0.8), "copper", 0.8, u(3, 6), True),
-                         Poly((rect_pts(-w / 2 + 3, h / 2 - h * 0.3, w / 2 - 3, h / 2 - 3),), "pcb", 0.2)]
-    if rng.random() < 0.7:
-        pins = (rect_pts(x - 2, -h / 2 - 18, x + 2, -h / 2) for x in (-w / 5, w / 5))
-        parts.append(Poly(tuple(pins), "brass", 0.4))
-    steps = rng.normal(0, 1, (int(rng.integers(3, 7)), 2)).cumsum(axis=0) * u(20, 35) + (0, h / 2 + 40)
-    cable = np.concatenate([[[0.0, h / 2]], steps])
-    parts += [Line(cable, "plastic", 0.4, u(4, 6)), Line(cable, "copper", 0.1, 1.5)]
-    return parts
-
-
-def pen(rng: np.random.Generator) -> list[Part]:
-    """A ballpoint pen: plastic barrel, the refill's ink tube and brass tip, often a push spring
-    and a steel clip."""
-    u = rng.uniform
-    length, r = u(120, 150), u(4, 6)
-    parts: list[Part] = [Cyl(0.0, 0.0, length, r, 0.0, "plastic"),
-                         Line(np.array([[-length / 2 + 12, 0.0], [length / 2 - 10, 0.0]]), "plastic", 0.25, 2.5),
-                         Poly((np.array([[length / 2 - 10, -1.5], [length / 2 + 2, 0.0], [length / 2 - 10, 1.5]]),), "brass", 0.25)]
-    if rng.random() < 0.6:
-        n = int(rng.integers(8, 16))
-        xs = np.linspace(length / 2 - 32, length / 2 - 14, 2 * n)
-        parts.append(Line(np.stack([xs, np.where(np.arange(2 * n) % 2 == 0, -r * 0.7, r * 0.7)], 1), "steel", 0.08, 0.8))
-    if rng.random() < 0.6:
-        parts.append(Line(np.array([[-length / 2 + 4, -r - 1], [-length / 2 + 50, -r - 1]]), "steel", 0.1, 2.5))
-    return parts
-
-
-def paperweight(rng: np.random.Generator) -> list[Part]:
-    """A dense rounded ornament (a glass paperweight, a stone, a ceramic figure, a bar of soap):
-    a dark, smooth, domed blob with no metal in it."""
-    u = rng.uniform
-    rx, ry = u(20, 60), u(15, 45)
-    outline = ellipse_pts(0, 0, rx, ry, 24) * (1 + rng.normal(0, 0.04, (24, 1)))
-    material = str(rng.choice(["glass", "glass", "organic_dense", "aluminium"]))
-    t = u(0.4, 1.0)
-    return [Poly((outline * k,), material, t) for k in np.linspace(1.0, 0.3, 7)]  # a dome: thickest in the middle
-
-
 CONFUSERS: tuple[Callable[[np.random.Generator], list[Part]], ...] = (
     keys, coins, spring, screws, scissors, cutlery, tool, paper_clips, disc, phone, charger, headphones, circuit_board,
-    bolts, nails, mains_adapter, pen, paperweight,
 )
 """Benign metal that looks like something: drawn alone and large in close-up views, so a model
 learns that a big dark object is not a gun by default."""
@@ -337,5 +255,4 @@ CLUTTER: tuple[tuple[Callable[[np.random.Generator], list[Part]], float], ...] =
     (book, 0.6), (bottle, 0.4), (food, 0.4), (phone, 0.35), (charger, 0.35), (cable, 0.8), (keys, 0.45),
     (coins, 0.45), (spring, 0.35), (screws, 0.45), (scissors, 0.3), (cutlery, 0.35), (tool, 0.25),
     (paper_clips, 0.3), (disc, 0.3), (shoe, 0.2), (laptop, 0.15), (circuit_board, 0.2), (headphones, 0.15), (dense_food, 0.15),
-    (bolts, 0.25), (nails, 0.2), (mains_adapter, 0.25), (pen, 0.3), (paperweight, 0.2),
 )
