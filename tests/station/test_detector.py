@@ -130,12 +130,13 @@ def test_decoding_keeps_exactly_what_greedy_class_wise_nms_keeps(detector: Detec
     for i, d in enumerate(dets):
         assert d.score >= m.thresholds.get(d.label, m.default_threshold) - 1e-7
         assert all(iou(d.box, e.box) <= m.nms_iou + 1e-4 for e in dets[i + 1 :] if e.label == d.label)
-    kept = {(d.label, round(d.score, 6), tuple(round(v, 2) for v in d.box)) for d in dets}
     for cx, cy, w, h, c, score in anchors:
         label, box = m.classes[c], source_box(cx, cy, w, h)
         score = float(np.float32(score))
-        if score < m.thresholds.get(label, m.default_threshold) or (label, round(score, 6), tuple(round(v, 2) for v in box)) in kept:
+        if score < m.thresholds.get(label, m.default_threshold):
             continue
+        if any(d.label == label and d.score == score and np.allclose(d.box, box, rtol=0, atol=0.05) for d in dets):
+            continue  # kept (boxes computed in float32 there, float64 here)
         assert len(dets) == m.max_detections or any(d.label == label and d.score >= score and iou(d.box, box) > m.nms_iou - 1e-4 for d in dets)
 
 def test_letterbox_geometry() -> None:
