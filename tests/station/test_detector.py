@@ -12,24 +12,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from models.evaluate import iou
 from simulator.xray import synth_parcel
+from station.daemon import DEFAULT_MODEL
 from station.detector import Detection, Detector, ModelError, fit, letterbox
 from station.imaging import gray_from_high
 
-DEFAULT = Path(__file__).resolve().parents[2] / "models" / "default"
+DEFAULT = DEFAULT_MODEL
 GUN_SEED = 3  # a parcel the default model flags (checked: gun box IoU > 0.5)
 
 
 @pytest.fixture(scope="module")
 def detector() -> Detector:
     return Detector.load(DEFAULT, threads=1)
-
-
-def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def test_default_model_loads_with_its_manifest(detector: Detector) -> None:
@@ -50,7 +45,7 @@ def test_gun_parcel_is_flagged_with_a_gun_box(detector: Detector, view: str) -> 
     guns = [d for d in dets if d.label == "gun"]
     assert guns, f"no gun found in seed {GUN_SEED}: {dets}"
     assert detector.is_threat(guns[0])
-    assert _iou(guns[0].box, (truth.x1, truth.y1, truth.x2, truth.y2)) > 0.5
+    assert iou(guns[0].box, (truth.x1, truth.y1, truth.x2, truth.y2)) > 0.5
     assert all(0 <= v <= 480 for d in dets for v in d.box)
 
 
@@ -122,10 +117,6 @@ def test_decoding_keeps_exactly_what_greedy_class_wise_nms_keeps(detector: Detec
         x1, y1, x2, y2 = ((v - d) / lb.scale for v, d in zip((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), (lb.dx, lb.dy) * 2))
         return (min(max(x1, 0), lb.src_w), min(max(y1, 0), lb.src_h), min(max(x2, 0), lb.src_w), min(max(y2, 0), lb.src_h))
 
-    def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-        inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-        return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter + 1e-9)
-
     assert [d.score for d in dets] == sorted((d.score for d in dets), reverse=True)
     for i, d in enumerate(dets):
         assert d.score >= m.thresholds.get(d.label, m.default_threshold) - 1e-7
@@ -138,6 +129,7 @@ def test_decoding_keeps_exactly_what_greedy_class_wise_nms_keeps(detector: Detec
         if any(d.label == label and d.score == score and np.allclose(d.box, box, rtol=0, atol=0.05) for d in dets):
             continue  # kept (boxes computed in float32 there, float64 here)
         assert len(dets) == m.max_detections or any(d.label == label and d.score >= score and iou(d.box, box) > m.nms_iou - 1e-4 for d in dets)
+
 
 def test_letterbox_geometry() -> None:
     img, lb = letterbox(np.zeros((100, 50), np.uint8), (256, 384), 255)

@@ -14,9 +14,10 @@ import pytest
 
 from drivers.xde import encode_xde
 from simulator.xray import synth_parcel
+from station.daemon import DEFAULT_MODEL
 from station.model_tools import add_model_commands
 
-DEFAULT = Path(__file__).resolve().parents[2] / "models" / "default"
+DEFAULT = DEFAULT_MODEL
 
 
 def model(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:

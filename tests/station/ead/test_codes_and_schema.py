@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from station.daemon import DEFAULT_MODEL
 from station.ead.codes import (
     countries,
     currencies,
@@ -36,7 +37,7 @@ def test_every_rate_and_the_s10_ranges_refer_to_known_codes() -> None:
 
 
 def test_every_detector_class_has_what_accounts_for_it() -> None:
-    manifest = json.loads((Path(__file__).resolve().parents[3] / "models" / "default" / "manifest.json").read_text())
+    manifest = json.loads((DEFAULT_MODEL / "manifest.json").read_text())
     table = threat_accounts()
     assert set(manifest["threat_classes"]) == set(table)
     assert all(accounts.hs_prefixes and accounts.keywords for accounts in table.values())
