@@ -13,7 +13,6 @@ shows its figures with the same code.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -26,7 +25,7 @@ import cv2
 import numpy as np
 
 from simulator.xray import THREAT_CLASSES, synth_parcel
-from station.detector import Detection, Detector
+from station.detector import Detection, Detector, write_manifest
 
 FLOOR = 0.01  # keep low-scoring boxes for AP
 VAL_OFFSET, EVAL_OFFSET = 1_000_003, 2_000_003
@@ -209,7 +208,8 @@ def measure_dir(model_dir: Path, seed: int, n: int = 600, threads: int = 2) -> d
 
 
 def finish_manifest(out: Path, sha: str, *, training_data: str, input_hw: tuple[int, int], pad: int, seed: int, eval_images: int) -> dict[str, Any]:
-    """Write manifest.json: provisional, then with calibrated thresholds and measured metrics."""
+    """Write manifest.json: provisional, then with calibrated thresholds and measured metrics,
+    pinned to the ONNX file at each step (``station.detector.write_manifest``)."""
     manifest: dict[str, Any] = {
         "name": "parcel-threats-tiny",
         "version": f"0.1.0+seed{seed}",
@@ -225,14 +225,12 @@ def finish_manifest(out: Path, sha: str, *, training_data: str, input_hw: tuple[
         "letterbox_pad": pad,
         "nms_iou": 0.45,
     }
-    path = out / "manifest.json"
-    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    write_manifest(out, manifest)
     manifest["thresholds"] = calibrate(Detector.load(out, threads=1), seed)
-    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    write_manifest(out, manifest)
     manifest["metrics"] = measure(Detector.load(out, threads=2), seed, eval_images)
     manifest["metrics"]["calibration"] = f"per-class thresholds: <= {FALSE_ALARM_BUDGET:.0%} benign parcels flagged in total on seed {seed + VAL_OFFSET} (1000 benign parcels)"
-    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return manifest
+    return {**manifest, "pin": write_manifest(out, manifest)}
 
 
 def measure_folders(model_dir: Path, root: Path, threads: int = 2) -> dict[str, Any]:

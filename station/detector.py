@@ -1,7 +1,9 @@
 """ONNX object detection for scan images: the default model or any YOLOv8/YOLO11 export.
 
 A model directory holds ``manifest.json`` and the ONNX file it names. The file's SHA-256 must
-match the manifest, or the model is refused (the lane then runs MANUAL_ONLY). The network
+match the manifest's ``sha256``, and the manifest's ``pin`` (see :func:`manifest_pin`) must cover
+that hash and the manifest's own content, or the model is refused (the lane then runs
+MANUAL_ONLY): the thresholds and threat classes decide as much as the network does. The network
 takes float32 ``[1, 3, H, W]`` (grey replicated to 3 channels, scaled 0..1, letterboxed) and
 returns the Ultralytics layout ``[1, 4 + n_classes, N]``: cx, cy, w, h in input pixels, then
 per-class scores.
@@ -12,15 +14,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import cv2
 import numpy as np
 import onnxruntime as ort
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from station.imaging import transmission_view
 
@@ -32,8 +35,9 @@ class ModelError(Exception):
 
 
 class ModelIntegrityError(ModelError):
-    """The model file is not the one its manifest describes (SHA-256 differs): altered or damaged
-    since it was measured, so neither it nor the model store it came from is to be trusted."""
+    """The model file is not the one its manifest describes (SHA-256 differs), or the manifest and
+    the file are not the pair that was pinned (no pin, or the pin differs): altered or damaged since
+    they were reviewed, so neither they nor the model store they came from are to be trusted."""
 
 
 @dataclass(frozen=True)
@@ -45,26 +49,45 @@ class Detection:
     box: tuple[float, float, float, float]
 
 
+#: A score threshold: a finite number in [0, 1]. Scores are sigmoids in 0..1, so a threshold over 1
+#: never fires and the class it belongs to is silently never detected.
+Unit = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+
 class Manifest(BaseModel):
-    """What ``manifest.json`` beside a model says about it."""
+    """What ``manifest.json`` beside a model says about it. Beyond its types, it refuses what
+    would make the model silently useless for screening: a threshold outside [0, 1], no threat
+    class, a class named twice."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(description="model name")
     version: str = Field(description="model version")
-    classes: list[str] = Field(min_length=1, description="class names, in output row order")
+    classes: list[str] = Field(min_length=1, description="class names, in output row order, each once")
     input_size: tuple[int, int] = Field(description="network input [height, width] in pixels")
     normalisation: str = Field(description="'scale_0_1': grey/255 replicated to 3 channels")
-    thresholds: dict[str, float] = Field(description="per-class score threshold; missing -> default_threshold")
-    threat_classes: list[str] = Field(description="classes that make a parcel a threat")
+    thresholds: dict[str, Unit] = Field(description="per-class score threshold in [0, 1]; missing -> default_threshold")
+    threat_classes: list[str] = Field(min_length=1, description="classes that make a parcel a threat; at least one, "
+                                      "since a model that names no threat clears everything")
     sha256: str = Field(description="SHA-256 of the ONNX file, hex")
+    pin: str | None = Field(default=None, description="SHA-256 over the ONNX file's hash and this manifest without "
+                            "the pin (manifest_pin), written by `station model pin`; checked by Detector.load, not here, "
+                            "so that a wrong one is an integrity error")
     training_data: str = Field(description="what the model was trained on")
     metrics: dict[str, Any] = Field(default_factory=dict, description="measured figures")
     onnx_file: str = Field(default="model.onnx", description="ONNX file name in the model directory")
-    default_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    default_threshold: Unit = Field(default=0.5, description="threshold of a class not in thresholds, in [0, 1]")
     letterbox_pad: int = Field(default=114, ge=0, le=255, description="grey level of letterbox padding")
     nms_iou: float = Field(default=0.45, gt=0.0, le=1.0, description="IoU above which NMS drops a box")
     max_detections: int = Field(default=100, ge=1)
+
+    @field_validator("classes", "threat_classes")
+    @classmethod
+    def _each_once(cls, names: list[str]) -> list[str]:
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"names {repeated} more than once")
+        return names
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
@@ -72,10 +95,91 @@ class Manifest(BaseModel):
             raise ValueError(f"normalisation {self.normalisation!r} unsupported (only 'scale_0_1')")
         if min(self.input_size) <= 0:
             raise ValueError(f"input_size must be positive, got {self.input_size}")
-        unknown = (set(self.thresholds) | set(self.threat_classes)) - set(self.classes)
-        if unknown:
-            raise ValueError(f"thresholds/threat_classes name unknown classes {sorted(unknown)}")
+        for field, names in (("thresholds", set(self.thresholds)), ("threat_classes", set(self.threat_classes))):
+            if unknown := names - set(self.classes):
+                raise ValueError(f"{field} names classes that are not in classes: {sorted(unknown)}")
         return self
+
+
+def _fields(err: ValidationError) -> str:
+    """A ValidationError on one line, each problem led by the field it is in."""
+    parts = []
+    for e in err.errors():
+        where = ".".join(map(str, e["loc"])) or "manifest"
+        got = "" if e["type"] == "missing" or not e["loc"] or isinstance(e["input"], dict) else f" (got {e['input']!r})"
+        parts.append(f"{where}: {e['msg'].removeprefix('Value error, ')}{got}")
+    return "; ".join(parts)
+
+
+def read_content(path: Path) -> dict[str, Any]:
+    """A manifest file's JSON object, as written (the pin covers this, not the validated model)."""
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelError(f"{path}: cannot read manifest: {err}") from err
+    if not isinstance(content, dict):
+        raise ModelError(f"{path}: bad manifest: not a JSON object")
+    return content
+
+
+def parse_manifest(content: Mapping[str, Any], path: Path) -> Manifest:
+    """Validate a manifest's content; a ModelError names the file and each bad field."""
+    try:
+        return Manifest.model_validate(content)
+    except ValidationError as err:
+        raise ModelError(f"{path}: bad manifest: {_fields(err)}") from err
+
+
+def manifest_pin(onnx_sha256: str, content: Mapping[str, Any]) -> str:
+    """The pin: SHA-256 (hex) of the UTF-8 bytes of the ONNX file's SHA-256 in lower-case hex, a
+    newline, and the manifest's JSON object without its ``pin`` key as
+    ``json.dumps(..., sort_keys=True, separators=(",", ":"), ensure_ascii=True)``.
+
+    It covers every field, free-form ones included, so that a stored ``model_hash`` names the
+    network and the thresholds and classes it decided with. Key order and layout of the file do
+    not count; a value's JSON spelling does (``1`` and ``1.0`` differ). ASCII escapes make every
+    string, even an unpaired surrogate, encodable."""
+    rest = {k: v for k, v in content.items() if k != "pin"}
+    canonical = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(f"{onnx_sha256.lower()}\n{canonical}".encode()).hexdigest()
+
+
+def pin_problem(content: Mapping[str, Any], onnx_sha256: str) -> str | None:
+    """Why the manifest's pin does not hold for this content and ONNX hash; None when it does."""
+    want = manifest_pin(onnx_sha256, content)
+    got = content.get("pin")
+    if got is None:
+        return "no pin: the manifest is not pinned to its model (review it, then `station model pin DIR`)"
+    if not isinstance(got, str) or got.lower() != want:
+        return (f"pin mismatch: manifest says pin {got}, its content and model file give {want}: "
+                "a field of the manifest or the model changed since it was pinned")
+    return None
+
+
+def write_manifest(model_dir: Path, content: Mapping[str, Any]) -> str:
+    """Validate ``content``, pin it to the ONNX file it names and write ``manifest.json``
+    (atomically; ``pin`` placed after ``sha256``). Returns the pin. Refuses (ModelError) a
+    manifest that fails validation or whose ``sha256`` is not the file's."""
+    path = model_dir / "manifest.json"
+    manifest = parse_manifest(content, path)
+    onnx_path = model_dir / manifest.onnx_file
+    try:
+        digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    except OSError as err:
+        raise ModelError(f"{onnx_path}: cannot read model file: {err}") from err
+    if digest != manifest.sha256.lower():
+        raise ModelError(f"{path}: sha256 is {manifest.sha256}, but {onnx_path.name} has sha256 {digest}: not pinning a mismatch")
+    pin = manifest_pin(digest, content)
+    out: dict[str, Any] = {}
+    for key, value in content.items():
+        if key != "pin":
+            out[key] = value
+        if key == "sha256":
+            out["pin"] = pin
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)  # a reader sees the old manifest or the new one, never half of one
+    return pin
 
 
 @dataclass(frozen=True)
@@ -153,13 +257,12 @@ class Detector:
 
     @classmethod
     def load(cls, model_dir: str | Path, threads: int = 2) -> Detector:
-        """Read the manifest, verify the ONNX file's SHA-256, build the session and warm it up."""
+        """Read and validate the manifest, verify the ONNX file's SHA-256 and then the pin over
+        both, build the session and warm it up. ``model_hash`` is the pin."""
         model_dir = Path(model_dir)
         mpath = model_dir / "manifest.json"
-        try:
-            manifest = Manifest.model_validate(json.loads(mpath.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValidationError) as err:
-            raise ModelError(f"{mpath}: cannot read manifest: {err}") from err
+        content = read_content(mpath)
+        manifest = parse_manifest(content, mpath)
         onnx_path = model_dir / manifest.onnx_file
         try:
             blob = onnx_path.read_bytes()
@@ -168,6 +271,8 @@ class Detector:
         digest = hashlib.sha256(blob).hexdigest()
         if digest != manifest.sha256.lower():
             raise ModelIntegrityError(f"{onnx_path}: hash mismatch: file sha256 {digest}, manifest says {manifest.sha256}")
+        if problem := pin_problem(content, digest):
+            raise ModelIntegrityError(f"{mpath}: {problem}")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -177,10 +282,11 @@ class Detector:
             session = ort.InferenceSession(blob, sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own untyped errors
             raise ModelError(f"{onnx_path}: onnxruntime cannot load it: {err}") from err
-        det = cls(manifest, session, digest, onnx_path)
+        det = cls(manifest, session, manifest_pin(digest, content), onnx_path)
         h, w = manifest.input_size
         det._check_output(det._run(np.zeros((1, 3, h, w), np.float32)))
-        log.info("model %s %s loaded from %s (sha256 %s, %d threads)", manifest.name, manifest.version, onnx_path, digest[:12], threads)
+        log.info("model %s %s loaded from %s (pin %s, sha256 %s, %d threads)",
+                 manifest.name, manifest.version, onnx_path, det.model_hash[:12], digest[:12], threads)
         return det
 
     def _run(self, tensor: np.ndarray) -> np.ndarray:

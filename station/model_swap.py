@@ -6,9 +6,10 @@ running on the old one; the swap is one assignment, taken by the next image subm
 already being analysed finishes on the model it started with, and each item records the hash of the
 model that looked at it). The model swapped out is kept loaded, so a rollback is instant.
 
-A model whose file does not match its manifest's SHA-256 is refused *and* the lane goes MANUAL_ONLY
-(every item to INSPECT) until a good model is loaded or rolled back to: the model store has been
-altered or damaged, and nothing from it is trusted. Any other load failure (no such folder, a bad
+A model whose file does not match its manifest's SHA-256, or whose manifest does not match its pin
+(station.detector: one hash over the network and its manifest), is refused *and* the lane goes
+MANUAL_ONLY (every item to INSPECT) until a good model is loaded or rolled back to: the model store has
+been altered or damaged, and nothing from it is trusted. Any other load failure (no such folder, a bad
 manifest, a graph onnxruntime rejects) is refused and the lane keeps its current model.
 Every action is audited in the alarms table.
 """
@@ -32,6 +33,7 @@ def describe(detector: Detector | None) -> dict[str, object] | None:
     if detector is None:
         return None
     man = detector.manifest
+    # "sha256" is the model's pin: the hash over its network and its manifest, as every item records it
     return {"name": man.name, "version": man.version, "sha256": detector.model_hash,
             "path": str(detector.path.parent), "classes": list(man.classes)}
 
@@ -63,7 +65,7 @@ class ModelSwitch:
                 self.runtime.dispatch_alarm("MODEL_LOAD_FAILED", f"{err}; the current model stays")
                 return {"ok": False, "error": str(err), **self.status()}
             self._swap(detector)
-            self.runtime.dispatch_alarm("MODEL_LOADED", f"{detector.manifest.name} {detector.manifest.version} sha256 {detector.model_hash} from {path}")
+            self.runtime.dispatch_alarm("MODEL_LOADED", f"{detector.manifest.name} {detector.manifest.version} pin {detector.model_hash} from {path}")
             return {"ok": True, **self.status()}
 
     async def rollback(self) -> dict[str, object]:
@@ -72,7 +74,7 @@ class ModelSwitch:
                 return {"ok": False, "error": "no earlier model to roll back to", **self.status()}
             back = self.previous
             self._swap(back)
-            self.runtime.dispatch_alarm("MODEL_ROLLBACK", f"back to {back.manifest.name} {back.manifest.version} sha256 {back.model_hash}")
+            self.runtime.dispatch_alarm("MODEL_ROLLBACK", f"back to {back.manifest.name} {back.manifest.version} pin {back.model_hash}")
             return {"ok": True, **self.status()}
 
     def _swap(self, detector: Detector | None, why: str | None = None) -> None:

@@ -1,7 +1,8 @@
-"""`station model`: evaluate, benchmark and verify a detection model at the box.
+"""`station model`: evaluate, benchmark, verify and pin a detection model at the box.
 
 Exit codes as the `station` command's: 0 ok; 1 the command ran and found a failure (an
-unreadable image or label file, a failed verification check, a missed budget with ``--check``);
+unreadable image or label file, a failed verification check, a missed budget with ``--check``,
+a manifest `pin` refuses);
 2 it could not run as asked (no such folder, a model that does not load). Output is aligned text
 for people, or one JSON object with ``--json``. Handlers import numpy, onnxruntime and the
 simulator only when they run, so that `station --help` stays fast.
@@ -27,7 +28,7 @@ OK, FAIL, USAGE = 0, 1, 2
 def add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse._SubParsersAction[argparse.ArgumentParser]:
     """Register `model` and its subcommands; returns the `model` group's subparsers so that
     more actions (load, rollback, status) can be added to it."""
-    model = sub.add_parser("model", help="detection model tools: eval, bench, verify")
+    model = sub.add_parser("model", help="detection model tools: eval, bench, verify, pin")
     actions = model.add_subparsers(required=True, metavar="ACTION")
 
     ev = actions.add_parser("eval", help="measure the model on labelled images or fresh synthetic parcels")
@@ -55,10 +56,15 @@ def add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     json_arg(bench)
     bench.set_defaults(handler=_bench)
 
-    verify = actions.add_parser("verify", help="check manifest, SHA-256, shapes and one inference")
+    verify = actions.add_parser("verify", help="check manifest, SHA-256, pin, shapes and one inference")
     model_arg(verify)
     json_arg(verify)
     verify.set_defaults(handler=_verify)
+
+    pin = actions.add_parser("pin", help="after reviewing an edited manifest: pin it to its ONNX file (writes its pin)")
+    pin.add_argument("dir", type=Path, help="model folder: model.onnx + manifest.json")
+    json_arg(pin)
+    pin.set_defaults(handler=_pin)
     return actions
 
 
@@ -129,7 +135,7 @@ def _eval(args: argparse.Namespace) -> int:
         report, curves = _folder_report(det, args.path, threat_map, errors)
         report.update(mode="folders", source=str(args.path))
     m = det.manifest
-    report.update(model={"name": m.name, "version": m.version, "sha256": det.model_hash, "path": str(det.path)},
+    report.update(model={"name": m.name, "version": m.version, "pin": det.model_hash, "sha256": m.sha256, "path": str(det.path)},
                   thresholds=evaluate.operating_thresholds(det), errors=errors, figures={})
     if args.pr_curve is not None:
         evaluate.draw_pr_curves(curves, args.pr_curve, f"{m.name} {m.version}: {report['mode']} {report['source']}")
@@ -273,7 +279,7 @@ def _fmt_share(s: dict[str, Any]) -> str:
 
 def _eval_lines(r: dict[str, Any]) -> list[str]:
     m = r["model"]
-    lines = [f"model {m['name']} {m['version']} (sha256 {m['sha256'][:12]}), {r['mode']}: {r['source']}",
+    lines = [f"model {m['name']} {m['version']} (pin {m['pin'][:12]}), {r['mode']}: {r['source']}",
              f"{r['images']} images evaluated, {len(r['errors'])} unreadable",
              "operating point (manifest thresholds): " + ", ".join(f"{c} {t:g}" for c, t in r["thresholds"].items())]
     if r["mode"] == "folders":
@@ -359,14 +365,14 @@ def _verify(args: argparse.Namespace) -> int:
 
 def verify_model(model_dir: Path) -> list[dict[str, Any]]:
     """Each check as {check, ok, detail}; checks that need an earlier one are skipped (not
-    listed) when it failed. Unlike Detector.load, a hash mismatch does not stop the shape checks."""
+    listed) when it failed. Unlike Detector.load, a failed check does not stop the next: a manifest
+    out of bounds still gets its sha256 and pin checked, a hash mismatch its shape checks."""
     import hashlib
 
     import numpy as np
     import onnxruntime as ort
-    from pydantic import ValidationError
 
-    from station.detector import Manifest, ModelError
+    from station.detector import Manifest, ModelError, parse_manifest, pin_problem, read_content
 
     checks: list[dict[str, Any]] = []
 
@@ -376,22 +382,33 @@ def verify_model(model_dir: Path) -> list[dict[str, Any]]:
 
     path = model_dir / "manifest.json"
     try:
-        m = Manifest.model_validate(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValidationError) as err:
-        check("manifest", False, f"{path}: {err}".replace("\n", "; "))
+        content = read_content(path)
+    except ModelError as err:
+        check("manifest", False, str(err).replace("\n", "; "))
         return checks
-    check("manifest", True, f"{m.name} {m.version}, {len(m.classes)} classes, input {m.input_size[0]}x{m.input_size[1]}")
-    onnx = model_dir / m.onnx_file
+    m: Manifest | None = None
+    try:
+        m = parse_manifest(content, path)
+    except ModelError as err:
+        check("manifest", False, str(err))
+    else:
+        check("manifest", True, f"{m.name} {m.version}, {len(m.classes)} classes, input {m.input_size[0]}x{m.input_size[1]}")
+    onnx = model_dir / (m.onnx_file if m else str(content.get("onnx_file", "model.onnx")))
+    want = m.sha256 if m else str(content.get("sha256"))
     try:
         blob = onnx.read_bytes()
     except OSError as err:
         check("sha256", False, f"{onnx}: cannot read: {err.strerror}")
         return checks
     digest = hashlib.sha256(blob).hexdigest()
-    if digest == m.sha256.lower():
+    if digest == want.lower():
         check("sha256", True, f"{digest[:12]} matches the manifest")
     else:
-        check("sha256", False, f"sha256 mismatch: manifest {m.sha256[:12]}... file {digest[:12]}...")
+        check("sha256", False, f"sha256 mismatch: manifest {want[:12]}... file {digest[:12]}...")
+    problem = pin_problem(content, digest)
+    check("pin", problem is None, problem or f"{content['pin'][:12]} covers the manifest and {onnx.name}")
+    if m is None:
+        return checks
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.log_severity_level = 1, 4
     try:
@@ -425,3 +442,30 @@ def _onnx(call: Callable[[], Any]) -> Any:
         return call()
     except Exception as err:
         raise ModelError(str(err)) from err
+
+
+# ---- pin ----------------------------------------------------------------------------------------
+
+
+def _pin(args: argparse.Namespace) -> int:
+    """Write the pin of a reviewed manifest; refuse one that fails validation or its sha256."""
+    from station.detector import ModelError, read_content, write_manifest
+
+    path = args.dir / "manifest.json"
+    if not path.is_file():
+        print(f"{path}: no such manifest", file=sys.stderr)
+        return USAGE
+    try:
+        content = read_content(path)
+    except ModelError as err:
+        print(str(err), file=sys.stderr)
+        return USAGE
+    old = content.get("pin")
+    try:
+        new = write_manifest(args.dir, content)
+    except ModelError as err:
+        print(f"refused, not pinned: {err}", file=sys.stderr)
+        return FAIL
+    lines = [f"model {args.dir}", f"old pin {old or '(none)'}", f"new pin {new}" + (" (unchanged)" if old == new else "")]
+    _emit(args, {"model": str(args.dir), "old_pin": old, "pin": new}, lines)
+    return OK

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from station.config import ModelSection
 from station.daemon import DEFAULT_MODEL, Lane, run_station
+from station.detector import write_manifest
 from station.store import Store
 from tests.station.test_inference import StuckOnce
 from tests.test_faults import config, run, station_command, stored, until
@@ -19,19 +20,19 @@ from tests.test_faults import config, run, station_command, stored, until
 
 def variant(dest: Path, note: str) -> Path:
     """A second, valid model: the packaged network with a different ONNX doc string (so another file
-    and another SHA-256), and a manifest that describes it."""
+    and another SHA-256), and a manifest that describes it, pinned to it."""
     shutil.copytree(DEFAULT_MODEL, dest)
     onnx = dest / "model.onnx"
     text = note.encode()
     onnx.write_bytes(onnx.read_bytes() + bytes([0x32, len(text)]) + text)  # field 6 (doc_string) appended
     manifest = json.loads((dest / "manifest.json").read_text())
     manifest.update(version=f"{manifest['version']}+{note}", sha256=hashlib.sha256(onnx.read_bytes()).hexdigest())
-    (dest / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(dest, manifest)  # as `station model pin` does
     return dest
 
 
 def tampered(dest: Path) -> Path:
-    """The packaged model with one byte of its ONNX file changed after the manifest was written."""
+    """The packaged model with one byte of its ONNX file changed after the manifest was pinned."""
     shutil.copytree(DEFAULT_MODEL, dest)
     onnx = dest / "model.onnx"
     data = bytearray(onnx.read_bytes())
@@ -43,7 +44,7 @@ def tampered(dest: Path) -> Path:
 def test_models_swap_between_items_a_tampered_one_means_manual_only_and_rollback_restores(tmp_path: Path) -> None:
     new = variant(tmp_path / "models" / "new", "swap-test")
     tampered(tmp_path / "models" / "bad")
-    new_hash = json.loads((new / "manifest.json").read_text())["sha256"]
+    new_hash = json.loads((new / "manifest.json").read_text())["pin"]  # what items and status name a model by
     replies: dict[str, dict[str, object]] = {}
     marks: dict[str, int] = {}
 
@@ -66,7 +67,8 @@ def test_models_swap_between_items_a_tampered_one_means_manual_only_and_rollback
         await stored(lane, marks["rollback"] + 8)
 
     run(tmp_path, control)
-    default_hash = replies["status"]["model"]["sha256"]  # type: ignore[index]
+    default_hash = replies["status"]["model"]["sha256"]  # type: ignore[index]  # the key holds the pin
+    assert default_hash == json.loads((DEFAULT_MODEL / "manifest.json").read_text())["pin"]
     assert replies["status"]["manual_only"] is False and default_hash != new_hash
 
     assert replies["missing"]["ok"] is False and "nowhere" in str(replies["missing"]["error"])

@@ -1,11 +1,14 @@
 """The shipped default model through the station's detector: loads, finds a gun, refuses a
-tampered manifest."""
+tampered model file, a manifest out of bounds, and a manifest changed since it was pinned."""
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,8 +17,9 @@ from hypothesis import strategies as st
 
 from models.evaluate import iou
 from simulator.xray import synth_parcel
-from station.daemon import DEFAULT_MODEL
-from station.detector import Detection, Detector, ModelError, fit, letterbox
+from station.config import Config, ModelSection
+from station.daemon import DEFAULT_MODEL, load_detector
+from station.detector import Detection, Detector, ModelError, ModelIntegrityError, fit, letterbox, manifest_pin
 from station.imaging import gray_from_high
 
 DEFAULT = DEFAULT_MODEL
@@ -31,7 +35,8 @@ def test_default_model_loads_with_its_manifest(detector: Detector) -> None:
     m = detector.manifest
     assert m.classes == ["gun", "knife", "blade", "shuriken", "battery"]
     assert set(m.threat_classes) == set(m.classes)
-    assert detector.model_hash == m.sha256
+    content = json.loads((DEFAULT / "manifest.json").read_text())
+    assert detector.model_hash == m.pin == manifest_pin(m.sha256, content) != m.sha256  # the pin, not the file's hash
     assert m.normalisation == "scale_0_1"
     assert (DEFAULT / m.onnx_file).stat().st_size < 5_000_000
 
@@ -151,14 +156,129 @@ def test_a_one_pixel_wire_survives_the_letterbox(src_width: int) -> None:
     assert faintest >= 255 * (384 / src_width) / 3  # a third of its share of an input pixel, or better
 
 
-def test_wrong_sha256_is_refused(tmp_path: Path) -> None:
+def edited(tmp_path: Path, edit: Callable[[dict[str, Any]], object]) -> Path:
+    """A copy of the default model whose manifest ``edit`` changed in place (and nobody re-pinned)."""
     model = tmp_path / "model"
     shutil.copytree(DEFAULT, model)
     manifest = json.loads((model / "manifest.json").read_text())
-    manifest["sha256"] = "0" * 64
+    edit(manifest)
     (model / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ModelError, match="hash mismatch"):
+    return model
+
+
+def test_wrong_sha256_is_refused(tmp_path: Path) -> None:
+    model = edited(tmp_path, lambda m: m.update(sha256="0" * 64))
+    with pytest.raises(ModelIntegrityError, match="model.onnx: hash mismatch"):
         Detector.load(model, threads=1)
+
+
+# Each edit makes the manifest useless for screening, or ambiguous; the field the error must name.
+_OUT_OF_BOUNDS: dict[str, tuple[Callable[[dict[str, Any]], object], str]] = {
+    "threshold over 1": (lambda m: m["thresholds"].update(shuriken=1.5), "thresholds.shuriken"),
+    "threshold under 0": (lambda m: m["thresholds"].update(gun=-0.1), "thresholds.gun"),
+    "threshold NaN": (lambda m: m["thresholds"].update(knife=float("nan")), "thresholds.knife"),
+    "default_threshold over 1": (lambda m: m.update(default_threshold=2), "default_threshold"),
+    "no threat classes": (lambda m: m.update(threat_classes=[]), "threat_classes"),
+    "a class twice": (lambda m: m.update(classes=["gun", "knife", "blade", "gun", "battery"]), "classes"),
+    "a threat class twice": (lambda m: m.update(threat_classes=["gun", "gun"]), "threat_classes"),
+    "a threshold for no class": (lambda m: m["thresholds"].update(grenade=0.5), "thresholds"),
+    "a threat that is no class": (lambda m: m.update(threat_classes=["gun", "grenade"]), "threat_classes"),
+}
+
+
+@pytest.mark.parametrize("case", list(_OUT_OF_BOUNDS))
+def test_a_manifest_out_of_bounds_is_refused_naming_the_file_and_the_field(tmp_path: Path, case: str) -> None:
+    edit, field = _OUT_OF_BOUNDS[case]
+    model = edited(tmp_path, edit)
+    with pytest.raises(ModelError) as err:
+        Detector.load(model, threads=1)
+    assert str(err.value).startswith(f"{model / 'manifest.json'}: bad manifest: ")
+    assert field in str(err.value) and "pin" not in str(err.value)
+
+
+def test_the_audits_manifest_is_refused_naming_both_fields(tmp_path: Path) -> None:
+    """The audit's case: every threshold 1.5 and no threat class, so a 0.998 shuriken would clear."""
+    model = edited(tmp_path, lambda m: m.update(thresholds=dict.fromkeys(m["classes"], 1.5), threat_classes=[]))
+    with pytest.raises(ModelError, match=r"thresholds\.shuriken: Input should be less than or equal to 1 \(got 1\.5\)") as err:
+        Detector.load(model, threads=1)
+    assert "threat_classes: List should have at least 1 item" in str(err.value)
+
+
+def test_an_edit_within_bounds_that_was_not_pinned_is_an_integrity_error(tmp_path: Path) -> None:
+    """A threshold raised (0.25 -> 0.99) without `station model pin`: refused as the model store's
+    integrity, so the lane starts MANUAL_ONLY on it (a swap to it goes MANUAL_ONLY too)."""
+    model = edited(tmp_path, lambda m: m["thresholds"].update(gun=0.99))
+    with pytest.raises(ModelIntegrityError, match="manifest.json: pin mismatch: manifest says pin [0-9a-f]{64}, "):
+        Detector.load(model, threads=1)
+    detector, why = load_detector(Config(model=ModelSection(path=model)))
+    assert detector is None and why is not None and "pin mismatch" in why
+
+
+def test_a_manifest_without_a_pin_is_an_integrity_error(tmp_path: Path) -> None:
+    model = edited(tmp_path, lambda m: m.pop("pin", None))
+    with pytest.raises(ModelIntegrityError, match="no pin: .*station model pin"):
+        Detector.load(model, threads=1)
+
+
+def test_the_pin_ignores_the_files_layout_and_key_order(tmp_path: Path, detector: Detector) -> None:
+    """The same manifest written with its keys (nested ones too) in reverse and another indent."""
+
+    def reverse(value: Any) -> Any:
+        return {k: reverse(value[k]) for k in reversed(value)} if isinstance(value, dict) else value
+
+    model = tmp_path / "model"
+    shutil.copytree(DEFAULT, model)
+    content = json.loads((model / "manifest.json").read_text())
+    (model / "manifest.json").write_text(json.dumps(reverse(content), indent=7))
+    assert Detector.load(model, threads=1).model_hash == detector.model_hash == content["pin"]
+
+
+DEFAULT_CONTENT: dict[str, Any] = json.loads((DEFAULT / "manifest.json").read_text())
+ONNX_SHA = DEFAULT_CONTENT["sha256"]
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+                     lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=5), kids, max_size=3),
+                     max_leaves=5)
+
+
+def _key_paths(value: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every key path into the nested objects of ``value``, except the pin."""
+    if not isinstance(value, dict):
+        return []
+    paths = [(*prefix, k) for k in value if (*prefix, k) != ("pin",)]
+    return paths + [p for k, v in value.items() for p in _key_paths(v, (*prefix, k))]
+
+
+def _at(content: dict[str, Any], path: tuple[str, ...]) -> tuple[dict[str, Any], str]:
+    for key in path[:-1]:
+        content = content[key]
+    return content, path[-1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_the_pin_changes_when_any_field_but_the_pin_changes(data: st.DataObject) -> None:
+    """Any one edit of the default manifest (a value replaced, a key removed or added, anywhere in
+    it) gives another pin; shuffling keys or rewriting the pin itself does not."""
+    content = copy.deepcopy(DEFAULT_CONTENT)
+    base = manifest_pin(ONNX_SHA, content)
+    path = data.draw(st.sampled_from(_key_paths(content)), label="path")
+    parent, key = _at(content, path)
+    how = data.draw(st.sampled_from(["replace", "remove", "add"]), label="how")
+    if how == "replace":
+        parent[key] = data.draw(_JSON.filter(lambda v: v != parent[key]), label="value")
+    elif how == "remove":
+        del parent[key]
+    else:
+        parent[data.draw(st.text(max_size=8).filter(lambda k: k not in parent and k != "pin"), label="key")] = data.draw(_JSON)
+    assert manifest_pin(ONNX_SHA, content) != base
+    shuffled = dict(data.draw(st.permutations(list(content.items())), label="order"))
+    shuffled["pin"] = data.draw(st.text(max_size=64), label="pin")
+    assert manifest_pin(ONNX_SHA, shuffled) == manifest_pin(ONNX_SHA, content)
+
+
+def test_the_pin_covers_the_onnx_file_hash() -> None:
+    assert manifest_pin("0" * 64, DEFAULT_CONTENT) != manifest_pin(ONNX_SHA, DEFAULT_CONTENT)
+    assert manifest_pin(ONNX_SHA.upper(), DEFAULT_CONTENT) == manifest_pin(ONNX_SHA, DEFAULT_CONTENT)
 
 
 def test_tampered_model_file_is_refused(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""`station model eval|bench|verify` as a technician runs them, on the packaged model and on
+"""`station model eval|bench|verify|pin` as a technician runs them, on the packaged model and on
 files our own generator writes."""
 
 from __future__ import annotations
@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -15,6 +17,7 @@ import pytest
 from drivers.xde import encode_xde
 from simulator.xray import synth_parcel
 from station.daemon import DEFAULT_MODEL
+from station.detector import Detector, ModelError, ModelIntegrityError
 from station.model_tools import add_model_commands
 
 DEFAULT = DEFAULT_MODEL
@@ -33,7 +36,7 @@ def test_verify_passes_on_the_packaged_model(capsys: pytest.CaptureFixture[str])
     code, out = model(capsys, "verify", "--json")
     report = json.loads(out)
     assert code == 0 and report["ok"]
-    assert [c["check"] for c in report["checks"]] == ["manifest", "sha256", "input", "output", "inference"]
+    assert [c["check"] for c in report["checks"]] == ["manifest", "sha256", "pin", "input", "output", "inference"]
 
 
 def test_verify_fails_on_a_flipped_byte(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -46,7 +49,76 @@ def test_verify_fails_on_a_flipped_byte(tmp_path: Path, capsys: pytest.CaptureFi
     code, out = model(capsys, "verify", "--model", str(copy))
     assert code == 1
     assert f"FAIL  sha256     sha256 mismatch: manifest {want}... file " in out
-    assert "pass  manifest" in out
+    assert "FAIL  pin        pin mismatch: " in out  # the pin covers the file too
+    assert "pass  manifest" in out and "pass  inference" in out
+
+
+def station(*argv: str) -> subprocess.CompletedProcess[str]:
+    """`station ...` in a process of its own, as a technician types it."""
+    return subprocess.run([sys.executable, "-m", "station.cli", *argv], check=False, capture_output=True, text=True, timeout=120)
+
+
+def _manifest(model_dir: Path) -> dict[str, object]:
+    return json.loads((model_dir / "manifest.json").read_text())  # type: ignore[no-any-return]
+
+
+def test_the_audits_manifest_fails_verify_and_pin_and_an_unpinned_edit_loads_only_once_pinned(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The audit's case, end to end: thresholds 1.5 and no threat class pass no check; an edit
+    within bounds is refused as unpinned until the model owner pins it, and then names a new pin."""
+    copy = tmp_path / "model"
+    shutil.copytree(DEFAULT, copy)
+    original = _manifest(copy)
+    (copy / "manifest.json").write_text(json.dumps({**original, "thresholds": dict.fromkeys(original["classes"], 1.5), "threat_classes": []}))  # type: ignore[arg-type]
+    with pytest.raises(ModelError, match="threat_classes") as err:
+        Detector.load(copy, threads=1)
+    assert "thresholds.gun" in str(err.value) and not isinstance(err.value, ModelIntegrityError)
+    proc = station("model", "verify", "--model", str(copy))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "FAIL  manifest" in proc.stdout and "thresholds.shuriken" in proc.stdout and "threat_classes" in proc.stdout
+    assert "pass  sha256" in proc.stdout and "FAIL  pin" in proc.stdout
+    bad = (copy / "manifest.json").read_text()
+    code, out = model(capsys, "pin", str(copy))
+    assert code == 1 and (copy / "manifest.json").read_text() == bad, "pin must refuse a manifest out of bounds"
+
+    edited = {**original, "thresholds": {**original["thresholds"], "gun": 0.99}}  # type: ignore[dict-item]
+    assert original["thresholds"]["gun"] == 0.25  # type: ignore[index]
+    (copy / "manifest.json").write_text(json.dumps(edited, indent=2))
+    with pytest.raises(ModelIntegrityError, match="pin mismatch"):
+        Detector.load(copy, threads=1)
+    assert station("model", "verify", "--model", str(copy)).returncode == 1
+    code, out = model(capsys, "pin", str(copy))
+    assert code == 0
+    assert f"old pin {original['pin']}\n" in out
+    new_pin = _manifest(copy)["pin"]
+    assert f"new pin {new_pin}" in out and new_pin != original["pin"]
+    assert _manifest(copy) == {**edited, "pin": new_pin}, "pinning changes nothing but the pin"
+    assert list(_manifest(copy)).index("pin") == list(_manifest(copy)).index("sha256") + 1
+    det = Detector.load(copy, threads=1)
+    assert det.model_hash == new_pin != original["pin"] and det.manifest.thresholds["gun"] == 0.99
+    proc = station("model", "verify", "--model", str(copy), "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["ok"] is True, proc.stdout
+
+
+def test_pin_is_idempotent_on_the_packaged_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    copy = tmp_path / "model"
+    shutil.copytree(DEFAULT, copy)
+    code, out = model(capsys, "pin", str(copy), "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["pin"] == report["old_pin"] == _manifest(DEFAULT)["pin"]
+    assert (copy / "manifest.json").read_bytes() == (DEFAULT / "manifest.json").read_bytes()
+
+
+def test_pin_refuses_a_manifest_whose_sha256_is_not_its_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A changed ONNX file is not pinned over: its sha256 must be updated on purpose first."""
+    copy = tmp_path / "model"
+    shutil.copytree(DEFAULT, copy)
+    with (copy / "model.onnx").open("ab") as f:
+        f.write(b"\x00")
+    before = (copy / "manifest.json").read_text()
+    code, _ = model(capsys, "pin", str(copy))
+    assert code == 1 and (copy / "manifest.json").read_text() == before
+    assert model(capsys, "pin", str(tmp_path / "nothing"))[0] == 2
 
 
 def test_verify_cannot_run_without_a_model_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -63,7 +63,7 @@ def test_station_model_verify_accepts_the_export() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)
     assert report["ok"] is True
-    assert {c["check"]: c["ok"] for c in report["checks"]} == dict.fromkeys(("manifest", "sha256", "input", "output", "inference"), True)
+    assert {c["check"]: c["ok"] for c in report["checks"]} == dict.fromkeys(("manifest", "sha256", "pin", "input", "output", "inference"), True)
 
 
 def test_station_finds_what_ultralytics_finds_on_its_own_export() -> None:
