@@ -8,6 +8,7 @@ queue behind the stuck one.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -16,8 +17,11 @@ from pathlib import Path
 from station.detector import Detector
 from station.imaging import ImageError, load_image
 from station.lane.messages import Detected, Reason
+from station.spool import SpoolError, read_spool_file
 
 log = logging.getLogger(__name__)
+
+DEFAULT_MAX_IMAGE_BYTES = 64 * 1024 * 1024  # scanner.max_image_mb's default
 
 
 class InferenceProblem(Exception):
@@ -26,12 +30,16 @@ class InferenceProblem(Exception):
         self.reason = reason
 
 
-def detect_file(detector: Detector, path: Path, sha256: str | None = None) -> tuple[Detected, ...]:
-    """Load, verify and detect one image file (blocking). Raises InferenceProblem with the reason."""
+def detect_file(detector: Detector, path: Path, sha256: str | None = None, *,
+                max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> tuple[Detected, ...]:
+    """Load, verify and detect one image file (blocking). Raises InferenceProblem with the reason.
+
+    The file is read as a spool file (station.spool.read_spool_file): a symbolic link, FIFO, device
+    or a file over ``max_image_bytes`` is an IMAGE_ERROR at once, never a blocked or unbounded read."""
     try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise InferenceProblem(Reason("IMAGE_ERROR", f"{path}: cannot read: {err.strerror}")) from err
+        data = read_spool_file(path, max_image_bytes)
+    except SpoolError as err:
+        raise InferenceProblem(Reason("IMAGE_ERROR", str(err))) from err
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256.lower():
         raise InferenceProblem(Reason("IMAGE_ERROR", f"{path}: SHA-256 differs from the scanner's"))
     try:
@@ -50,9 +58,11 @@ class InferenceWorker:
     swapped at any time (see station.model_swap): an image already running finishes on the model it
     started with, so a swap falls between two images. None: no usable model (MANUAL_ONLY)."""
 
-    def __init__(self, detector: Detector | None, timeout_s: float) -> None:
+    def __init__(self, detector: Detector | None, timeout_s: float, *,
+                 max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> None:
         self.detector = detector
         self.timeout_s = timeout_s
+        self.max_image_bytes = max_image_bytes
         self.restarts = 0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="inference")
 
@@ -63,7 +73,8 @@ class InferenceWorker:
             raise InferenceProblem(Reason("MANUAL_ONLY", "no usable detection model"))
         loop = asyncio.get_running_loop()
         while True:
-            future = loop.run_in_executor(self._pool, detect_file, detector, path, sha256)
+            job = functools.partial(detect_file, detector, path, sha256, max_image_bytes=self.max_image_bytes)
+            future = loop.run_in_executor(self._pool, job)
             try:
                 async with asyncio.timeout(self.timeout_s):
                     return await future, detector.model_hash
