@@ -26,6 +26,8 @@ from station.config import (
 from station.daemon import Lane, run_station
 from station.store import Store
 from tests.conftest import Broker
+from tests.station.ead.test_ead_bounds import AUDIT_MESSAGE
+from tests.station.ead.test_ead_record import record_dict
 from tests.test_faults import stored, until
 
 ITEMS = 40
@@ -128,3 +130,27 @@ def test_declarations_from_central_are_checked_weighed_against_the_scan_and_revi
     summaries = [m for topic, m in published if topic.endswith("/ead/quality")]
     assert sum(int(s["records"]) for s in summaries) > 0  # type: ignore[call-overload]
     assert all(set(s) >= {"by_origin_country", "by_sender", "codes", "defective"} for s in summaries)
+
+
+def test_a_message_the_store_cannot_hold_is_an_alarm_and_the_station_keeps_routing(tmp_path: Path,
+                                                                                    broker: Broker) -> None:
+    """The audit's messages (a version of 2**63, a lone surrogate) once ended the daemon within a second."""
+    item_id = "CP000000015FR"  # not in the simulator's feed
+    surrogate = record_dict(item_id=item_id)
+    surrogate["contents"][0]["description"] = "cotto\ud800n"
+
+    async def control(lane: Lane) -> None:
+        await stored(lane, 2, timeout=60)
+        async with aiomqtt.Client(broker.host, broker.port, identifier="test-central-forger") as client:
+            for payload in (AUDIT_MESSAGE, json.dumps(surrogate)):
+                await client.publish("ead/v1/TEST/records", payload, qos=1)
+            await until(lambda: lane.runtime.alarms.get("EAD_REJECTED", 0) >= 2, 10, "two EAD_REJECTED alarms")
+            await client.publish("ead/v1/TEST/records", json.dumps(record_dict(item_id=item_id)), qos=1)
+            await until(lambda: lane.store.ead_for(item_id) is not None, 10, "the valid record stored")
+        await stored(lane, lane.runtime.items_stored + 2, timeout=30)  # still routing
+        assert lane.runtime.alarms["EAD_REJECTED"] == 2
+
+    asyncio.run(run_station(config(tmp_path, broker), simulate=True, control=control))
+    with Store(tmp_path / "station.db") as store:
+        details = [r["detail"] for r in store.db.execute("SELECT detail FROM alarms WHERE code = 'EAD_REJECTED'")]
+    assert len(details) == 2 and "version" in details[0] and "contents[0].description" in details[1]

@@ -4,11 +4,15 @@ This mirrors the CN 23 form (and the UPU ITMATT message that carries it between 
 
 A value is *invalid*, and parsing raises ValueError naming each bad field, when it cannot be a record:
 not an object, no item_id, a field of the wrong type (strict: "2" is not a quantity), a negative weight,
-value or quantity, a non-finite number, a date without a time zone, a category not on the form, or a field
-the form does not have. Everything else parses, even when fields customs needs are empty or missing:
-such a record is *incomplete*, and station.ead.checks reports each such field as EAD_INCOMPLETE. Codes
-(countries, currencies, HS) are plain strings here and are judged by the checks, so a record with "UK" as a
-country is stored and reported, not thrown away.
+value or quantity, a non-finite number, a date without a time zone, a category not on the form, a field
+the form does not have, or a value out of bounds (below). Everything else parses, even when fields customs
+needs are empty or missing: such a record is *incomplete*, and station.ead.checks reports each such field
+as EAD_INCOMPLETE. Codes (countries, currencies, HS) are plain strings here and are judged by the checks,
+so a record with "UK" as a country is stored and reported, not thrown away.
+
+The bounds make every record storable and publishable: each string encodes as UTF-8 (json.loads lets a
+lone surrogate such as "\\ud800" through, and SQLite's encoder then raises), each integer fits SQLite's
+64 bits, and the sizes are bounded, so one forged message can neither crash the store nor fill it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
+
+MAX_PAYLOAD = 256 * 1024  # bytes of a message (characters of a line): far above any real declaration
+TEXT_MAX = 500  # names, addresses, contacts, descriptions: a CN 23 box holds far less
+CODE_MAX = 35  # ids and codes: the an..35 of the UN/EDIFACT messages that carry ITMATT
+MAX_VERSION = 2**31 - 1  # amendments; station.store also refuses a jump far above the stored one
+MAX_QUANTITY = 1_000_000
+MAX_AMOUNT = 1e9  # kilograms or money: above any postal item, and a float keeps its cents up there
+MAX_PIECES = 500
+
+
+def _text(value: object) -> object:
+    """Before pydantic's own check, whose error ("unable to parse raw data") would not say where."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise PydanticCustomError("text", "not valid text (a lone surrogate at character {at})",
+                                      {"at": err.start}) from None
+    return value
+
+
+Text = Annotated[str, Field(max_length=TEXT_MAX), BeforeValidator(_text)]
+Code = Annotated[str, Field(max_length=CODE_MAX), BeforeValidator(_text)]
+Amount = Annotated[float, Field(ge=0, le=MAX_AMOUNT)]
 
 Category = Literal["gift", "documents", "commercial_sample", "returned_goods", "sale_of_goods", "other"]
 
@@ -31,38 +60,38 @@ class _Strict(BaseModel):
 class Party(_Strict):
     """Sender or addressee, as in the CN 23 address blocks."""
 
-    name: str = Field("", description="Name of the person or business.")
-    address: str = Field("", description="Street address and town.")
-    postcode: str = Field("", description="Postcode; empty where the country has none.")
-    country: str = Field("", description="ISO 3166-1 alpha-2 country code.")
-    contact: str = Field("", description="Telephone or e-mail.")
+    name: Text = Field("", description="Name of the person or business.")
+    address: Text = Field("", description="Street address and town.")
+    postcode: Code = Field("", description="Postcode; empty where the country has none.")
+    country: Code = Field("", description="ISO 3166-1 alpha-2 country code.")
+    contact: Text = Field("", description="Telephone or e-mail.")
 
 
 class ContentPiece(_Strict):
     """One line of the CN 23 contents table; weight and value are for the whole line, all units together."""
 
-    description: str = Field("", description="Detailed description of the contents (not 'gift', 'parts').")
-    quantity: int | None = Field(None, ge=1, description="Number of units.")
-    net_weight_kg: float | None = Field(None, ge=0, description="Net weight of the line in kilograms.")
-    value: float | None = Field(None, ge=0, description="Value of the line.")
-    currency: str = Field("", description="ISO 4217 code of `value`; empty means the record's currency.")
-    hs_code: str | None = Field(None, description="HS tariff number, 6 to 10 digits (dots and spaces ignored).")
-    origin_country: str = Field("", description="ISO 3166-1 alpha-2 country of origin of the goods.")
+    description: Text = Field("", description="Detailed description of the contents (not 'gift', 'parts').")
+    quantity: int | None = Field(None, ge=1, le=MAX_QUANTITY, description="Number of units.")
+    net_weight_kg: Amount | None = Field(None, description="Net weight of the line in kilograms.")
+    value: Amount | None = Field(None, description="Value of the line.")
+    currency: Code = Field("", description="ISO 4217 code of `value`; empty means the record's currency.")
+    hs_code: Code | None = Field(None, description="HS tariff number, 6 to 10 digits (dots and spaces ignored).")
+    origin_country: Code = Field("", description="ISO 3166-1 alpha-2 country of origin of the goods.")
 
 
 class EadRecord(_Strict):
     """The customs declaration (CN 23) of one postal item."""
 
-    item_id: str = Field(min_length=1, description="S10 identifier of the item, e.g. RR473124829GB.")
-    version: int = Field(1, ge=1, description="Amendment version; a later version supersedes.")
+    item_id: Code = Field(min_length=1, description="S10 identifier of the item, e.g. RR473124829GB.")
+    version: int = Field(1, ge=1, le=MAX_VERSION, description="Amendment version; a later version supersedes.")
     sender: Party = Field(Party(), description="Sender.")
     addressee: Party = Field(Party(), description="Addressee.")
     category: Category | None = Field(None, description="Category of item as ticked on the CN 23.")
     contents: Annotated[tuple[ContentPiece, ...], Field(strict=False)] = Field(
-        (), description="Content pieces, one per line of the form.")
-    total_gross_weight_kg: float | None = Field(None, ge=0, description="Total gross weight in kilograms.")
-    total_value: float | None = Field(None, ge=0, description="Total value, in `currency`.")
-    currency: str = Field("", description="ISO 4217 code of `total_value`.")
+        (), max_length=MAX_PIECES, description="Content pieces, one per line of the form.")
+    total_gross_weight_kg: Amount | None = Field(None, description="Total gross weight in kilograms.")
+    total_value: Amount | None = Field(None, description="Total value, in `currency`.")
+    currency: Code = Field("", description="ISO 4217 code of `total_value`.")
     declared_at: Annotated[AwareDatetime | None, Field(strict=False)] = Field(
         None, description="When the declaration was made (ISO 8601 with a time zone).")
 
@@ -100,11 +129,14 @@ def parse_record(obj: object) -> EadRecord:
 
 def parse_json_record(text: str | bytes) -> EadRecord:
     """Decode and validate one JSON document (an MQTT payload, a line). Anything that is not a record,
-    however malformed (bad UTF-8, not JSON, nested too deeply), raises RecordInvalid and nothing else."""
+    however malformed (bad UTF-8, not JSON, nested too deeply, over MAX_PAYLOAD), raises RecordInvalid and
+    nothing else."""
     return parse_record(_decode(text))
 
 
 def _decode(text: str | bytes) -> object:
+    if len(text) > MAX_PAYLOAD:  # before decoding: json.loads of a huge document is slow and memory-hungry
+        raise RecordInvalid((("record", f"larger than {MAX_PAYLOAD} bytes"),))
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
@@ -144,8 +176,14 @@ def read_lines(path: Path) -> Iterator[tuple[int, EadRecord | BadLine]]:
             except RecordInvalid as err:
                 yield number, BadLine(number, None, str(err).removeprefix("record: "), err.problems)
                 continue
-            item_id = obj.get("item_id") if isinstance(obj, dict) else None
             try:
                 yield number, parse_record(obj)
             except RecordInvalid as err:
-                yield number, BadLine(number, item_id if isinstance(item_id, str) else None, str(err), err.problems)
+                yield number, BadLine(number, _printable_id(obj), str(err), err.problems)
+
+
+def _printable_id(obj: object) -> str | None:
+    """The item id of a value that is not a record, when it is one a report can print."""
+    item_id = obj.get("item_id") if isinstance(obj, dict) else None
+    printable = isinstance(item_id, str) and len(item_id) <= CODE_MAX and item_id.isprintable()
+    return item_id if printable else None
