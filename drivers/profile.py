@@ -235,6 +235,16 @@ def _check_layout(registers: list[Register], fail: _Fail) -> None:
 
 # ---- pure codec ------------------------------------------------------------------------------
 
+U32_WRAP = 2**32
+
+
+def signed32(value: int) -> int:
+    """The difference of two u32 counters (an encoder, a position register) as the signed distance it
+    stands for: how station and PLC compare positions across the counter's wrap."""
+    value %= U32_WRAP
+    return value - U32_WRAP if value >= U32_WRAP // 2 else value
+
+
 _RANGES = {"u16": (0, 0xFFFF), "i16": (-0x8000, 0x7FFF), "u32": (0, 0xFFFF_FFFF)}
 
 

@@ -47,6 +47,13 @@ class Weighed:
 
 
 @dataclass(frozen=True)
+class Entered:
+    """The leading edge reached the entry photo-eye (0 mm)."""
+
+    item: SimItem
+
+
+@dataclass(frozen=True)
 class ReachedBarcode:
     item: SimItem
 
@@ -72,7 +79,7 @@ class Departed:
     item: SimItem
 
 
-BeltEvent = Weighed | ReachedBarcode | EnteredTunnel | LeftTunnel | Routed | Departed
+BeltEvent = Entered | Weighed | ReachedBarcode | EnteredTunnel | LeftTunnel | Routed | Departed
 
 
 class Belt:
@@ -186,6 +193,7 @@ class Belt:
         for item in self._items:
             lead0, trail0 = item.lead_mm, item.trail_mm
             crossings: list[tuple[float, float, BeltEvent]] = [
+                (lead0, 0.0, Entered(item)),
                 (trail0, g.scale_mm, Weighed(item)),
                 (lead0, g.barcode_mm, ReachedBarcode(item)),
                 (lead0, g.tunnel_start_mm, EnteredTunnel(item)),

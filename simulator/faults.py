@@ -29,10 +29,18 @@ FAULTS: dict[str, str] = {
     "jam": "the next N items stick between the tunnel and the gate and never reach it",
     "noread": "the barcode reader fails to read the next N items",
     "touching": "the next N items are put on the belt touching the item before them",
+    "close": "the next N items are put on the belt 10 mm behind the item before them: closer than the gate can separate",
+    "plc-write-lag": "MS: the PLC applies every write MS milliseconds after it arrives (replies stay prompt); 0: off",
+    "outage-at-entry": "MS: the PLC link goes silent for MS milliseconds as the next item reaches the entry eye",
+    "encoder-wrap": "MM: the encoder jumps to MM mm short of its 2**32 wrap (at start: no jump, the wrap comes MM mm later)",
+    "encoder-jump": "MM: the encoder jumps back MM mm (a counter preset, a PLC restart)",
+    "disk-full": "KB: fill the station's data folder's filesystem until KB KiB are left (a small filesystem only); "
+                 "0: free it again",
 }
-SWITCHES = {"serial-noise", "serial-noise-rate", "split-frames", "plc-silent", "plc-exception", "plc-slow"}
-COUNTED = {"scanner-silent", "image-missing", "image-corrupt", "jam", "noread", "touching"}
-MAXIMUM = {"plc-exception": 255}  # a Modbus exception code is one byte
+SWITCHES = {"serial-noise", "serial-noise-rate", "split-frames", "plc-silent", "plc-exception", "plc-slow",
+            "plc-write-lag", "disk-full"}
+COUNTED = {"scanner-silent", "image-missing", "image-corrupt", "jam", "noread", "touching", "close"}
+MAXIMUM = {"plc-exception": 255, "encoder-wrap": 2**32 - 1, "encoder-jump": 2**32 - 1}
 
 
 class FaultError(ValueError):

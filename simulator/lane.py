@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections import Counter
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -37,15 +38,18 @@ log = logging.getLogger(__name__)
 class Outcome:
     truth: SimTruth
     bin: str | None = None  # None: never reached the gate
+    routed_at: float | None = None  # time.time() when it reached the gate
     faults: list[str] = field(default_factory=list)  # injected faults that hit this item
 
 
 LATE_EAD_S = 0.5  # a late declaration reaches central this long after its item passed the gate
+CLOSE_GAP_MM = 10.0  # the `close` fault's gap: less than any gate can separate
+DISK_FULL_LIMIT = 4 * 2**30  # `disk-full` refuses a filesystem with more free than this: it would fill a real disk
 
 class SimLane:
     def __init__(self, sim: SimulatorSection, lane: LaneSection, workdir: Path, *, plc_port: int = 0,
                  max_items: int | None = None, ead_items: int = 10_000, profile: str = "default",
-                 central: CentralFeed | None = None) -> None:
+                 central: CentralFeed | None = None, first_item: int = 0, truth_file: Path | None = None) -> None:
         self.config = sim
         self.central = central  # EAD over MQTT, as central sends it; None: an EAD file for the station to import
         self.geometry = b.Geometry(barcode_mm=lane.barcode_mm, tunnel_start_mm=lane.tunnel_start_mm,
@@ -57,6 +61,9 @@ class SimLane:
         self.profile = profile  # the PLC program's register map (the station must use the same)
         self.max_items = max_items
         self.ead_items = max_items if max_items is not None else ead_items
+        self.first_item = first_item  # the stream's first index: a restarted simulator feeds new items
+        self.truth_file = truth_file  # the ground truth as it happens, for a scorer in another process
+        self.feeding = True
         self.stream = ItemStream(sim)
         self.belt = b.Belt(self.geometry)
         self.outcomes: dict[int, Outcome] = {}
@@ -67,6 +74,7 @@ class SimLane:
         self._pending: Counter[str] = Counter()  # counted faults still to apply
         self._bad_images = 0  # image-corrupt faults applied so far: they take the kinds of bad file in turn
         self.noise_rate = 0  # random bytes per second on the scanner line
+        self._outages: list[float] = []  # link outages (s) waiting for the next item at the entry eye
         self._stack = AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -127,6 +135,16 @@ class SimLane:
             self.plc.set_exception(arg)
         elif name == "plc-slow":
             self.plc.set_delay(arg / 1000)
+        elif name == "plc-write-lag":
+            self.plc.set_write_lag(arg / 1000)
+        elif name == "outage-at-entry":
+            self._outages.append(arg / 1000)
+        elif name == "encoder-wrap":
+            self.plc.shift_encoder((2**32 - arg - self.plc.program.encoder) % 2**32)
+        elif name == "encoder-jump":
+            self.plc.shift_encoder(-arg)
+        elif name == "disk-full":
+            await asyncio.to_thread(fill_disk, self.workdir / "disk-filler", arg * 1024)
         elif name == "serial-noise-rate":
             self.noise_rate = arg
         elif name == "serial-noise":
@@ -153,7 +171,7 @@ class SimLane:
 
     def _write_ead(self) -> None:
         with self.ead_file.open("w", encoding="utf-8") as out:
-            for index in range(self.ead_items):
+            for index in range(self.first_item, self.first_item + self.ead_items):
                 record = self.stream.ead_record(self.stream.item(index))
                 if record is not None:
                     out.write(json.dumps(record) + "\n")
@@ -163,38 +181,48 @@ class SimLane:
     async def _feed(self) -> None:
         """Induct items at the configured rate, as space on the belt allows, while the belt runs."""
         rng = np.random.default_rng([self.config.seed, 1_000_003])
-        index = 0
-        while self.max_items is None or index < self.max_items:
-            await asyncio.sleep(float(rng.exponential(0.25 / self.config.item_rate_per_s))
-                                + 0.75 / self.config.item_rate_per_s)
+        index = self.first_item
+        while self.max_items is None or index < self.first_item + self.max_items:
+            pause = float(rng.exponential(0.25 / self.config.item_rate_per_s)) + 0.75 / self.config.item_rate_per_s
+            if not (self._pending["touching"] or self._pending["close"]):
+                await asyncio.sleep(pause)  # a touching or close item follows the one before it at once
             truth = self.stream.item(index)
             item = b.SimItem(index=index, length_mm=truth.length_mm, weight_kg=truth.weight_kg, payload=truth)
             self.outcomes[index] = Outcome(truth)
-            touching = self._take("touching", item)
-            while not (self.belt.running and self._place(item, touching)):
-                await asyncio.sleep(0.002 if touching else 0.01)
+            gap = 0.0 if self._take("touching", item) else CLOSE_GAP_MM if self._take("close", item) else None
+            while not (self.feeding and self.belt.running and self._place(item, gap)):
+                await asyncio.sleep(0.002 if gap is not None else 0.01)
+            self._tell_truth({"event": "placed", "index": index, "scan_id": truth.scan_id, "barcode": truth.barcode,
+                              "threats": list(truth.threats), "faults": self.outcomes[index].faults})
             if self.central is not None and not truth.ead_late and (record := self.stream.ead_record(truth)):
                 await self.central.send(record)  # central has it before the item reaches the reader
             index += 1
 
-    def _place(self, item: b.SimItem, touching: bool) -> bool:
-        if not touching:
+    def _place(self, item: b.SimItem, gap_mm: float | None) -> bool:
+        """Put `item` on the belt: the feeder's usual gap, or `gap_mm` behind the item before it."""
+        if gap_mm is None:
             return self.belt.place(item)
         last = self.belt.items[-1] if self.belt.items else None
         if last is not None and last.trail_mm < self.geometry.feed_mm:
-            return False  # wait until the previous item has moved off the feed point, then butt up to it
-        gap, self.belt.min_gap_mm = self.belt.min_gap_mm, 0.0
+            return False  # wait until the previous item has moved off the feed point, then close up to it
+        if last is not None and last.trail_mm > self.geometry.feed_mm + self.belt.min_gap_mm:
+            last = None  # it has gone too far to close up to: this one starts at the feed point
+        usual, self.belt.min_gap_mm = self.belt.min_gap_mm, 0.0
         try:
             placed = self.belt.place(item)
         finally:
-            self.belt.min_gap_mm = gap
+            self.belt.min_gap_mm = usual
         if placed and last is not None:
-            item.lead_mm = last.trail_mm  # no gap at all
+            item.lead_mm = last.trail_mm - gap_mm
         return placed
 
     def _on_events(self, events: list[b.BeltEvent]) -> None:
         for ev in events:
-            if isinstance(ev, b.EnteredTunnel):
+            if isinstance(ev, b.Entered) and self._outages:
+                self.outcomes[ev.item.index].faults.append("outage-at-entry")
+                self.plc.set_silent(True)  # from the moment its leading edge reaches the eye
+                asyncio.get_running_loop().call_later(self._outages.pop(0), self.plc.set_silent, False)
+            elif isinstance(ev, b.EnteredTunnel):
                 truth: SimTruth = ev.item.payload  # type: ignore[assignment]
                 self._renders[ev.item.index] = asyncio.ensure_future(asyncio.to_thread(self._render, truth))
                 self._serial_jobs.put_nowait(("scan_started", ev.item))
@@ -206,7 +234,10 @@ class SimLane:
             elif isinstance(ev, b.ReachedBarcode):
                 self._serial_jobs.put_nowait(("barcode", ev.item))
             elif isinstance(ev, b.Routed):
-                self.outcomes[ev.item.index].bin = ev.bin
+                outcome = self.outcomes[ev.item.index]
+                outcome.bin, outcome.routed_at = ev.bin, time.time()
+                self._tell_truth({"event": "routed", "index": ev.item.index, "bin": ev.bin,
+                                  "routed_at": outcome.routed_at, "faults": outcome.faults})
                 self.routed += 1
                 truth = ev.item.payload  # type: ignore[assignment]
                 if self.central is not None and truth.ead_late and (record := self.stream.ead_record(truth)):
@@ -232,10 +263,23 @@ class SimLane:
                     data = bad_image(self._bad_images, data)
                     self._bad_images += 1
                 if not self._take("image-missing", item):
-                    tmp = self.spool_dir / f".{name}.part"
-                    tmp.write_bytes(data)
-                    os.replace(tmp, self.spool_dir / name)  # the file appears whole or not at all
+                    self._spool(name, data)
                 await self.scanner.scan_done(truth.scan_id, name, hashlib.sha256(data).hexdigest())
+
+    def _tell_truth(self, line: dict[str, object]) -> None:
+        if self.truth_file is not None:
+            with self.truth_file.open("a", encoding="utf-8") as out:
+                out.write(json.dumps(line) + "\n")
+
+    def _spool(self, name: str, data: bytes) -> None:
+        """Write a scan into the spool whole or not at all; a full disk loses it, as a real export would."""
+        tmp = self.spool_dir / f".{name}.part"
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, self.spool_dir / name)
+        except OSError as err:
+            log.warning("simulated scanner: cannot write %s: %s", name, err)
+            tmp.unlink(missing_ok=True)
 
     def _render(self, truth: SimTruth) -> bytes:
         rng = np.random.default_rng([self.config.seed, truth.index, 2])
@@ -264,3 +308,32 @@ def bad_image(k: int, good: bytes) -> bytes:
     ok, png = cv2.imencode(".png", np.full((32, 32), 200, np.uint8))
     assert ok
     return png.tobytes()
+
+
+def fill_disk(filler: Path, leave_bytes: int) -> None:
+    """Grow `filler` until its filesystem has `leave_bytes` free (0: remove it). Refuses a filesystem with
+    more than DISK_FULL_LIMIT free: the fault is for a data folder on a small filesystem (a tmpfs)."""
+    if leave_bytes <= 0:
+        filler.unlink(missing_ok=True)
+        log.warning("simulator: disk filler removed")
+        return
+    st = os.statvfs(filler.parent)
+    free = st.f_bavail * st.f_frsize
+    if free > DISK_FULL_LIMIT:
+        log.error("simulator: disk-full refused: %s has %.1f GiB free; put the data folder on a small "
+                  "filesystem (e.g. a tmpfs) to simulate a full disk", filler.parent, free / 2**30)
+        return
+    chunk = bytes(2**20)
+    with filler.open("ab") as out:
+        while (free := _free(filler.parent)) > leave_bytes:
+            try:
+                out.write(chunk[: min(len(chunk), free - leave_bytes)])
+                out.flush()
+            except OSError:  # full already: that is the point
+                break
+    log.warning("simulator: disk filled, %d KiB left on %s", _free(filler.parent) // 1024, filler.parent)
+
+
+def _free(folder: Path) -> int:
+    st = os.statvfs(folder)
+    return st.f_bavail * st.f_frsize

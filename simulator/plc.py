@@ -33,18 +33,13 @@ from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.links import Link, RtuLink, TcpLink
-from drivers.plc import FaultCode
-from drivers.profile import Profile, Value, decode, encode, load_profile
-from simulator.belt import CLEAR, Belt, BeltEvent, Routed, Weighed
+from drivers.profile import Profile, Value, load_profile
+from simulator.belt import Belt, BeltEvent
+from simulator.plc_program import PlcProgram
 from simulator.ptybridge import PtyBridge
 
 log = logging.getLogger(__name__)
 
-REQUIRED = (
-    "belt_run", "gate_clear", "estop_reset", "entry_eye", "tunnel_exit_eye", "gate_eye",
-    "estop_active", "belt_running", "belt_speed_sp", "heartbeat", "encoder", "belt_speed",
-    "fault_code", "cleared_count", "inspected_count",
-)
 # function codes the datastore maps to each table (a write code also works on read-only tables)
 _READ_FC = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 _WRITE_FC = {"coil": 15, "discrete": 2, "holding": 16, "input": 4}
@@ -57,12 +52,18 @@ class LinkFaults:
     `silent`: requests are read and dropped, unapplied and unanswered (connections stay open).
     `exception_code`: when not 0, every request is refused with this Modbus exception, unapplied.
     `delay_s`: every reply leaves this many seconds late; the request takes effect on arrival.
+    `write_lag_s`: every write is answered at once but takes effect this many seconds later, in the
+    order written (a buffering gateway, a busy fieldbus): only reading back shows when it landed.
     Silence wins over an exception; the delay applies to whatever reply is sent.
     """
 
     silent: bool = False
     exception_code: int = 0
     delay_s: float = 0.0
+    write_lag_s: float = 0.0
+
+
+_WRITE_CODES = {5: 1, 15: 1, 6: 3, 16: 3}  # write function code -> the read code of its table
 
 
 class _FaultyRequestHandler(ServerRequestHandler):
@@ -77,13 +78,33 @@ class _FaultyRequestHandler(ServerRequestHandler):
         # pymodbus hands over the request in last_pdu (the connection's latest): use it before any await.
         request, faults = self.last_pdu, self._faults()
         if request is None or not (faults.silent or faults.exception_code):
-            await super().handle_request()
+            if request is not None and faults.write_lag_s > 0 and request.function_code in _WRITE_CODES:
+                await self._apply_late(request, faults.write_lag_s)
+            else:
+                await super().handle_request()
         elif faults.silent:
             log.debug("simulated PLC (silent): dropped %s", request)
         else:
             reply = ExceptionResponse(request.function_code, faults.exception_code,
                                       device_id=request.dev_id, transaction=request.transaction_id)
             self.server_send(reply, self.last_addr)
+
+    async def _apply_late(self, request: ModbusPDU, lag_s: float) -> None:
+        """Answer the write now, as pymodbus would, but keep the old values until `lag_s` has passed."""
+        server, unit, read_fc = self.server, request.dev_id, _WRITE_CODES[request.function_code]
+        address = request.address
+        count = len(request.bits) if read_fc == 1 else len(request.registers)
+        before = list(await server.async_getValues(unit, read_fc, address, count))
+        await super().handle_request()  # the reply, from the datastore updated as usual...
+        after = list(await server.async_getValues(unit, read_fc, address, count))
+        await server.async_setValues(unit, request.function_code, address, before)  # ...then put back
+
+        def land() -> None:
+            self._late.discard(handle)
+            asyncio.ensure_future(server.async_setValues(unit, request.function_code, address, after))
+
+        handle = self.loop.call_later(lag_s, land)
+        self._late.add(handle)
 
     def server_send(self, pdu: ModbusPDU | None, addr: tuple[str, int] | None) -> None:
         delay = self._faults().delay_s
@@ -126,12 +147,8 @@ class SimPlc:
     """Async context manager: a Modbus PLC driving `belt`, serving the tables of `profile`.
 
     Over TCP on `host:port` (0 picks a free port), or with `rtu=True` over Modbus RTU on the pty
-    `rtu_path` at `baudrate`, 8N1, unit id `profile.unit_id`.
-
-    PLC program guarantees: belt_run is forced to 0 while fault_code != 0 or E-stop is pressed;
-    a running belt whose heartbeat has not changed for `heartbeat_timeout` s (counted from the
-    later of the last change and the start command) stops with fault 1 until the heartbeat
-    changes; E-stop latches fault 2 until released *and* acknowledged with an estop_reset pulse.
+    `rtu_path` at `baudrate`, 8N1, unit id `profile.unit_id`. The PLC program is
+    `simulator.plc_program.PlcProgram` (`self.program`); its guarantees are listed there.
     """
 
     def __init__(
@@ -149,29 +166,15 @@ class SimPlc:
         self.belt = belt
         self.host = host
         self._port = port
-        self._gate_position_clear = False  # diverter feedback: where the gate sent the last item
-        self._weight_g, self._weigh_count = 0, 0  # the checkweigher's last weight and how many it weighed
         self.physics_dt = physics_dt
-        self.heartbeat_timeout = heartbeat_timeout
         self.on_events = on_events
         self.profile = load_profile(profile) if isinstance(profile, str) else profile
-        missing = [n for n in REQUIRED if not self.profile.has(n)]
-        if missing:
-            raise ValueError(f"profile {self.profile.name!r} lacks registers the PLC program needs: {missing}")
-        self._image: dict[str, list[int] | list[bool]] = {
-            "coil": [False] * max(1, self.profile.table_size("coil")),
-            "discrete": [False] * max(1, self.profile.table_size("discrete")),
-            "holding": [0] * max(1, self.profile.table_size("holding")),
-            "input": [0] * max(1, self.profile.table_size("input")),
-        }
-        self.fault_code = FaultCode.NONE
+        self.program = PlcProgram(belt, self.profile, heartbeat_timeout)
+        self._image = self.program.image
         self.rtu, self.baudrate = rtu, baudrate
         self._bridge: PtyBridge | None = None
         self._server: ModbusTcpServer | ModbusSerialServer | None = None
         self._physics: asyncio.Task[None] | None = None
-        self._last_heartbeat: int | None = None
-        self._heartbeat_at = 0.0
-        self._run_since = 0.0
         self._link_faults = LinkFaults()
 
     @property
@@ -204,9 +207,9 @@ class SimPlc:
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def __aenter__(self) -> SimPlc:
-        loop = asyncio.get_running_loop()
-        self._heartbeat_at = self._run_since = loop.time()
-        self._refresh_outputs()
+        self.program = PlcProgram(self.belt, self.profile, self.program.heartbeat_timeout,
+                                  now=asyncio.get_running_loop().time())
+        self._image = self.program.image
         if self.rtu:
             self._bridge = await PtyBridge().__aenter__()
         try:
@@ -280,16 +283,15 @@ class SimPlc:
 
     # ---- fault injection ---------------------------------------------------------------------
     def press_estop(self) -> None:
-        self.belt.estop = True  # the belt stops at once
-        self.fault_code = FaultCode.ESTOP
-        self.belt.fault_code = self.fault_code
-        self._set("belt_run", False)
-        self._refresh_outputs()
+        self.program.press_estop()
 
     def release_estop(self) -> None:
         """Release the button; fault 2 stays latched until the station pulses estop_reset."""
-        self.belt.estop = False
-        self._refresh_outputs()
+        self.program.release_estop()
+
+    def shift_encoder(self, mm: int) -> None:
+        """The encoder reads `mm` more from now on (a counter preset, or a PLC restart when negative)."""
+        self.program.shift_encoder(mm)
 
     def set_silent(self, silent: bool) -> None:
         """Stop answering (True) or answer again (False); connections stay open either way.
@@ -312,6 +314,12 @@ class SimPlc:
             raise ValueError(f"simulated PLC: reply delay {seconds} s is negative")
         self._set_link_faults(replace(self._link_faults, delay_s=seconds))
 
+    def set_write_lag(self, seconds: float) -> None:
+        """Apply every write `seconds` after it arrives (replies stay prompt); 0 = at once."""
+        if seconds < 0:
+            raise ValueError(f"simulated PLC: write lag {seconds} s is negative")
+        self._set_link_faults(replace(self._link_faults, write_lag_s=seconds))
+
     def _set_link_faults(self, faults: LinkFaults) -> None:
         self._link_faults = faults
         log.info("simulated PLC link faults on %s: %s", self._where(), faults)
@@ -333,88 +341,22 @@ class SimPlc:
                     raise
 
     async def scan(self, now: float, dt: float) -> list[BeltEvent]:
-        """One PLC scan at loop time `now`: inputs, program, belt step of `dt` s, outputs."""
+        """One PLC scan at loop time `now`: the station's writes in, the program, the outputs out."""
         server, unit = self._server, self.profile.unit_id
         if server is not None:
             for table in ("coil", "holding"):
                 size = len(self._image[table])
-                self._image[table] = list(await server.async_getValues(unit, _READ_FC[table], 0, size))
-        self._program(now)
-        events = self.belt.step(dt)
-        for ev in events:
-            if isinstance(ev, Routed):
-                # gate_clear is one-shot: the gate consumes it for the item now passing, so a stale CLEAR can
-                # never route the next item (e.g. one that arrives while the station's link is down).
-                self._set("gate_clear", False)
-                self.belt.gate_clear = False
-                self._gate_position_clear = ev.bin == CLEAR
-            elif isinstance(ev, Weighed) and self.profile.has("weight_g"):
-                self._weight_g, self._weigh_count = round(ev.item.weight_kg * 1000), self._weigh_count + 1
-        self._refresh_outputs()
+                self._image[table][:] = list(await server.async_getValues(unit, _READ_FC[table], 0, size))
+        events = self.program.scan(now, dt)
         if server is not None:
             for table, values in self._image.items():
                 await server.async_setValues(unit, _WRITE_FC[table], 0, list(values))
         return events
 
-    def _program(self, now: float) -> None:
-        belt = self.belt
-        if self._get("estop_reset"):
-            self._set("estop_reset", False)  # a pulse: the PLC acknowledges by clearing it
-            if not belt.estop and self.fault_code == FaultCode.ESTOP:
-                self.fault_code = FaultCode.NONE
-                log.info("simulated PLC: E-stop reset")
-        heartbeat = int(self._get("heartbeat"))
-        if heartbeat != self._last_heartbeat:
-            self._last_heartbeat, self._heartbeat_at = heartbeat, now
-            if self.fault_code == FaultCode.HEARTBEAT_STALE:
-                self.fault_code = FaultCode.NONE
-        if belt.estop or self.fault_code != FaultCode.NONE:
-            self._set("belt_run", False)
-        run = bool(self._get("belt_run"))
-        if run and not belt.run_command:
-            self._run_since = now
-        if run and now - max(self._heartbeat_at, self._run_since) > self.heartbeat_timeout:
-            log.warning("simulated PLC: heartbeat stale for %.2f s, stopping the belt", now - self._heartbeat_at)
-            self.fault_code = FaultCode.HEARTBEAT_STALE
-            self._set("belt_run", False)
-            run = False
-        belt.run_command = run
-        belt.fault_code = int(self.fault_code)
-        sp = self.profile.by_name("belt_speed_sp")
-        speed = float(self._get("belt_speed_sp"))
-        belt.speed_setpoint_mm_s = min(speed, sp.max) if sp.max is not None else speed
-        belt.gate_clear = bool(self._get("gate_clear"))
-
-    def _refresh_outputs(self) -> None:
-        belt = self.belt
-        for name, blocked in belt.eyes.items():
-            self._set(name, blocked)
-        self._set("estop_active", belt.estop)
-        if self.profile.has("gate_position_clear"):
-            self._set("gate_position_clear", self._gate_position_clear)
-        self._set("belt_running", belt.running)
-        self._set("encoder", int(belt.encoder_mm) % 2**32)
-        self._set("belt_speed", min(0xFFFF, round(belt.speed_mm_s)))
-        self._set("fault_code", int(self.fault_code))
-        self._set("cleared_count", belt.cleared % 2**32)
-        self._set("inspected_count", belt.inspected % 2**32)
-        if self.profile.has("weight_g"):  # a lane with a checkweigher
-            self._set("weight_g", self._weight_g)
-            self._set("weight_seq", self._weigh_count % 2**16)
+    @property
+    def fault_code(self) -> int:
+        return int(self.program.fault_code)
 
     def value(self, name: str) -> Value:
         """A register as the PLC program last saw it (after the latest scan), in engineering units."""
-        return self._get(name)
-
-    def _get(self, name: str) -> Value:
-        reg = self.profile.by_name(name)
-        return decode(reg, list(self._image[reg.table][reg.address:reg.address + reg.words]))
-
-    def _set(self, name: str, value: Value) -> None:
-        reg = self.profile.by_name(name)
-        raw = encode(reg, value)
-        table = self._image[reg.table]
-        if isinstance(raw, bool):
-            table[reg.address] = raw
-        else:
-            table[reg.address:reg.address + reg.words] = raw
+        return self.program.get(name)

@@ -66,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--fault", action="append", default=[], metavar="NAME[=N]",
                      help="inject a fault at start (repeatable); more can be typed on standard input as 'fault NAME[=N]'")
     sim.add_argument("--list-faults", action="store_true", help="list the faults that can be injected, and exit")
+    sim.add_argument("--first-item", type=int, default=0, metavar="N",
+                     help="the item stream's first index (a restarted simulator feeds new items, not the same again)")
+    sim.add_argument("--truth", type=Path, metavar="FILE",
+                     help="append the ground truth to FILE as JSON lines: each item placed, and the bin it fell into")
     sim.set_defaults(handler=_sim)
 
     lane = sub.add_parser("lane", help="operate the running lane: start, stop, reset (after an E-stop), status")
@@ -137,13 +141,14 @@ def _run(args: argparse.Namespace) -> int:
             summary = summarise(store, result.sim_outcomes, since=result.started_at)
         summary["outbox"] = {"published": result.published, "waiting": result.outbox_left}
         summary["ready_s"] = None if result.ready_s is None else round(result.ready_s, 2)  # start to first PLC poll
+        summary["loop_stall_ms"] = round(result.longest_stall_s * 1000, 1)  # the event loop's longest stall
         summary["alarms"] = result.alarms
         if args.json:
             print(json.dumps(summary))
         else:
             for key, value in summary.items():
-                print(f"{key:>20}  {value}")
-        return 0 if summary["lost"] == 0 and summary["misrouted"] == 0 else 1
+                print(f"{key:>22}  {value}")
+        return 0 if summary["lost"] == summary["misrouted"] == summary["of_which_unsafe"] == 0 else 1
     return 0
 
 
@@ -166,7 +171,7 @@ def _sim(args: argparse.Namespace) -> int:
         feed = CentralFeed(config.mqtt, config.station.site) if config.mqtt.host else None
         async with SimLane(config.simulator, config.lane, config.storage.data_dir / "sim",
                            plc_port=args.plc_port, max_items=args.items, profile=config.plc.profile,
-                           central=feed) as sim:
+                           central=feed, first_item=args.first_item, truth_file=args.truth) as sim:
             for fault in faults:
                 await sim.inject(fault)
             print(json.dumps(sim.endpoints), flush=True)
@@ -178,8 +183,10 @@ def _sim(args: argparse.Namespace) -> int:
                         await sim.inject(Fault.parse(words[1]))
                     except FaultError as err:
                         print(f"error: {err}", file=sys.stderr, flush=True)
+                elif len(words) == 2 and words[0] == "feed" and words[1] in ("on", "off"):
+                    sim.feeding = words[1] == "on"
                 elif words:
-                    print("error: expected 'fault NAME[=N]'", file=sys.stderr, flush=True)
+                    print("error: expected 'fault NAME[=N]' or 'feed on|off'", file=sys.stderr, flush=True)
             await asyncio.Event().wait()  # standard input closed: serve until interrupted
 
     asyncio.run(_until_terminated(serve()))

@@ -15,7 +15,7 @@ import shutil
 import pytest
 
 from drivers.links import RtuLink
-from drivers.profile import load_profile
+from drivers.profile import encode, load_profile
 from simulator.belt import Belt, SimItem
 from simulator.plc import SimPlc
 from tests.drivers.plc_harness import condition, run
@@ -100,6 +100,9 @@ def test_mbpoll_reads_the_belt_and_its_writes_reach_the_belt(link: str, profile_
             sp, gate = reg("belt_speed_sp"), reg("gate_clear")
             assert await mbpoll(sim, "coil", gate.address) == {gate.address + 1: 0}
             await mbpoll(sim, "holding", sp.address, write=[1200])
+            # A CLEAR carries its expiry (the belt position past which the PLC drops it): written first.
+            until = reg("gate_clear_until_mm")
+            await mbpoll(sim, "holding", until.address, write=list(encode(until, encoder + 10_000)))
             await mbpoll(sim, "coil", gate.address, write=[1])
             await condition(lambda: belt.speed_setpoint_mm_s == 1200 and belt.gate_clear,
                             what="the belt's setpoint and gate set by mbpoll")

@@ -37,7 +37,9 @@ def test_the_lane_runs_on_the_compact_profile(rtu: bool) -> None:
             assert first.values["belt_running"] is False and first.values["fault_code"] == 0
             with pytest.raises(PlcWriteError, match="'belt_speed' is read-only"):
                 await plc.write("belt_speed", 100)
-            await plc.write("gate_clear", True)  # one-shot: for the next item to reach the gate only
+            # One-shot, for the next item to reach the gate only, and only before the expiry written first.
+            await plc.write("gate_clear_until_mm", int(first.values["encoder"]) + 10_000)
+            await plc.write("gate_clear", True)
             first_item, second_item = SimItem(1, 300.0), SimItem(2, 200.0)
             assert belt.place(first_item)
             first_item.lead_mm = 2000.0  # already past the tunnel: keeps the test short

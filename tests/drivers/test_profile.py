@@ -34,13 +34,13 @@ def test_default_profile_loads_with_the_documented_map() -> None:
     assert p.by_name("estop_reset").pulse
     # one request per table: the default map has no gaps
     assert p.groups() == [
-        Group("coil", 0, 3), Group("discrete", 0, 6), Group("holding", 0, 2), Group("input", 0, 11),
+        Group("coil", 0, 3), Group("discrete", 0, 6), Group("holding", 0, 4), Group("input", 0, 11),
     ]
 
 
 @pytest.mark.parametrize("name", ["default", "compact"])
 def test_every_shipped_profile_loads_with_the_registers_the_lane_needs(name: str) -> None:
-    from simulator.plc import REQUIRED
+    from simulator.plc_program import REQUIRED
 
     p = load_profile(name)
     assert p.name == name and all(p.has(r) for r in REQUIRED)

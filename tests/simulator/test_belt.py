@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulator.belt import (
-    CLEAR, INSPECT, Belt, BeltEvent, Departed, EnteredTunnel, Geometry, LeftTunnel, ReachedBarcode, Routed, SimItem, Weighed,
+    CLEAR, INSPECT, Belt, BeltEvent, Departed, Entered, EnteredTunnel, Geometry, LeftTunnel, ReachedBarcode, Routed, SimItem, Weighed,
 )
 
 
@@ -35,7 +35,7 @@ def test_an_item_walks_past_every_station_in_order() -> None:
     while not any(isinstance(e, Departed) for e in events):
         events += belt.step(0.01)
         seen_entry |= belt.eyes["entry_eye"]
-    assert [type(e) for e in events] == [ReachedBarcode, Weighed, EnteredTunnel, LeftTunnel, Routed, Departed]
+    assert [type(e) for e in events] == [Entered, ReachedBarcode, Weighed, EnteredTunnel, LeftTunnel, Routed, Departed]
     assert all(e.item is item for e in events)
     assert seen_entry
     assert belt.items == () and belt.inspected == 1 and belt.cleared == 0

@@ -11,7 +11,7 @@ import pytest
 
 from drivers.plc import FaultCode, Plc
 from drivers.profile import load_profile
-from simulator.belt import CLEAR, Belt, BeltEvent, Departed, Routed, SimItem
+from simulator.belt import CLEAR, INSPECT, Belt, BeltEvent, Departed, Routed, SimItem
 from simulator.plc import SimPlc
 from tests.drivers.plc_harness import run, until
 
@@ -107,6 +107,7 @@ def test_items_are_routed_by_the_gate_coil_and_counted(rtu: bool) -> None:
         events: list[BeltEvent] = []
         async with SimPlc(belt, rtu=rtu, on_events=events.extend) as sim, Plc(PROFILE, sim.link) as plc:
             await plc.next_snapshot(0)
+            await plc.write("gate_clear_until_mm", 3000)  # placed at -400 mm, its lead reaches the gate at 2900
             await plc.write("gate_clear", True)
             assert belt.place(SimItem(1, 300.0))
             await start_belt(plc, speed=3000)
@@ -119,11 +120,33 @@ def test_items_are_routed_by_the_gate_coil_and_counted(rtu: bool) -> None:
     run(body)
 
 
+def test_a_clear_expires_at_its_position_and_routes_nothing_after(rtu: bool) -> None:
+    """A CLEAR meant for an item that has passed (it landed late) must not route the item behind it:
+    once the encoder passes gate_clear_until_mm the PLC drops it, across the encoder's wrap too."""
+    async def body() -> None:
+        belt = Belt()
+        events: list[BeltEvent] = []
+        async with SimPlc(belt, rtu=rtu, on_events=events.extend) as sim, Plc(PROFILE, sim.link) as plc:
+            sim.shift_encoder(2**32 - 1000)  # the count wraps 1000 mm of belt from now
+            await plc.next_snapshot(0)
+            await plc.write("gate_clear_until_mm", (2**32 - 1000 + 1500) % 2**32)  # expires after 1500 mm
+            await plc.write("gate_clear", True)
+            assert belt.place(SimItem(1, 300.0))  # its lead reaches the gate at 2900 mm: too late
+            await start_belt(plc, speed=3000)
+            snap = await until(plc, lambda v: v["inspected_count"] == 1, timeout=5.0)
+            assert snap.values["cleared_count"] == 0 and snap.values["gate_clear"] is False
+            assert [(e.item.index, e.bin) for e in events if isinstance(e, Routed)] == [(1, INSPECT)]
+            assert sim.program.expired_clears == 1 and snap.values["encoder"] < 5000  # it did wrap
+
+    run(body)
+
+
 def test_state_survives_a_link_drop(rtu: bool) -> None:
     async def body() -> None:
         belt = Belt()
         async with SimPlc(belt, rtu=rtu, heartbeat_timeout=5.0) as sim, Plc(PROFILE, sim.link) as plc:
             await plc.next_snapshot(0)
+            await plc.write("gate_clear_until_mm", 100_000)
             await plc.write("gate_clear", True)
             await start_belt(plc, speed=500)
             await sim.drop_link()
