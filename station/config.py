@@ -54,6 +54,10 @@ class LaneSection(Section):
                                   description="A decision must be on the gate output this far before the gate.")
     read_window_mm: float = Field(150.0, gt=0, le=2000,
                                   description="How far from the expected position a barcode or scan may be bound to an item.")
+    min_gap_mm: float = Field(30.0, ge=0, le=2000,
+                              description="Empty belt the divert gate needs between two items to route them apart; "
+                                          "closer items both go to INSPECT (ITEMS_TOO_CLOSE). The gap is measured "
+                                          "at the entry eye rounding down, by up to the belt's travel in two polls.")
     max_item_mm: float = Field(800.0, gt=0, le=5000,
                                description="Anything longer under the entry eye is treated as touching items (INSPECT).")
     auto_start: bool = Field(True, description="Start the belt as soon as the PLC answers (always on with --simulate).")
@@ -100,6 +104,7 @@ class ScannerSection(Section):
     port: str = Field("/dev/ttyUSB0", description="Serial device of the X-ray scanner.")
     baudrate: int = Field(115200, gt=0)
     spool_dir: Path = Field(Path("spool"), description="Folder the scanner writes images into (relative to data_dir).")
+    max_image_mb: float = Field(64.0, gt=0, le=4096, description="Largest scan file the station reads from the spool (MiB); a bigger one is an IMAGE_ERROR.")
 
 
 class BarcodeSection(Section):
@@ -115,6 +120,9 @@ class ModelSection(Section):
 
 class StorageSection(Section):
     data_dir: Path = Field(Path("var"), description="Database, images and spool live here.")
+    min_free_mb: float = Field(64.0, ge=0, le=1_000_000,
+                               description="Below this much free space in data_dir the lane pauses (DISK_FULL) "
+                                           "until space returns, before the store ever sees a full disk; 0 = off.")
 
 
 class MqttSection(Section):

@@ -127,8 +127,17 @@ class ModelChanged:
     model_hash: str | None
 
 
+@dataclass(frozen=True)
+class StoreFull:
+    """The store cannot take more (disk full, or below its free-space floor), or can again."""
+
+    t: float
+    full: bool
+    detail: str = ""
+
+
 Event = Union[Snapshot, PlcLink, BarcodeScanned, ScanStarted, ScanDone, InterlockChanged,
-              InferenceDone, InferenceFailed, EadResolved, EadArrived, Operator, Tick, ModelChanged]
+              InferenceDone, InferenceFailed, EadResolved, EadArrived, Operator, Tick, ModelChanged, StoreFull]
 
 
 # ---- commands -----------------------------------------------------------------------------------
@@ -177,7 +186,9 @@ class ItemRouted:
     image_path: str | None
     image_sha256: str | None
     decision: Literal["CLEAR", "INSPECT"]
-    # MISSING: it never reached the gate; UNCONFIRMED: it passed while the PLC link was down (reported, not lost)
+    # MISSING: it never reached the gate; UNCONFIRMED: it passed while the PLC link was down, or was on the
+    # belt when the station stopped (reported, not lost). A CLEAR decision with reasons: the gate carried
+    # the item's CLEAR before those problems arose, too late to recall it.
     routed: Literal["CLEAR", "INSPECT", "MISSING", "UNCONFIRMED"]
     score: float
     reasons: tuple[Reason, ...]

@@ -1,22 +1,29 @@
-"""A lane in virtual time: the simulator's pure belt physics wired to the pure lane core.
+"""A lane in virtual time: the simulator's pure belt and PLC program wired to the pure lane core.
 
-No sockets and no clock: PLC polls, serial events and inference results are scheduled events on a
-virtual timeline, so the lane logic can be run through thousands of situations in a property test.
+No sockets and no clock: PLC polls, writes, heartbeats, serial events and inference results are
+scheduled events on a virtual timeline, so the lane logic can be run through thousands of situations in
+a property test. The PLC is `simulator.plc_program.PlcProgram`, the program the end-to-end runs meet
+(one-shot gate with expiry, heartbeat watchdog, E-stop latch, u32 encoder); the link between it and
+the core can lag writes and go silent, as `station.lane.runtime` and `drivers.plc` see it.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from simulator.belt import Belt, Geometry, Routed, ReachedBarcode, EnteredTunnel, LeftTunnel, SimItem
+from drivers.profile import load_profile
+from simulator.belt import Belt, EnteredTunnel, Geometry, LeftTunnel, ReachedBarcode, Routed, SimItem
+from simulator.plc_program import PlcProgram
 from station.config import LaneSection
 from station.lane import messages as m
 from station.lane.core import LaneCore
 
-
 RESOLUTION_MM = 5.0
+HEARTBEAT_S = 0.2  # the driver's heartbeat interval
+STALE_S = 1.0  # the runtime declares the link lost after this long without a snapshot
 
 
 @dataclass
@@ -37,6 +44,7 @@ class Outcome:
     bin: str | None = None
     deadline_t: float | None = None  # when its lead crossed gate_mm - gate_margin_mm
     on_belt_at_estop: bool = False
+    unseen_entry: bool = False  # its lead passed the entry eye while the station could not see it
 
 
 @dataclass
@@ -50,22 +58,31 @@ class VirtualLane:
     # A poll of several Modbus requests is not one PLC scan: the diverter's report may be read before the
     # scan that routed the item whose gate-eye edge the same poll shows. True: it always lags one poll.
     torn_feedback: bool = False
+    profile: str = "default"
 
     def __post_init__(self) -> None:
         g = Geometry(self.lane.barcode_mm, self.lane.tunnel_start_mm, self.lane.tunnel_end_mm, self.lane.gate_mm,
                      scale_mm=self.lane.scale_mm)
         self.belt = Belt(g)
+        self.plc = PlcProgram(self.belt, load_profile(self.profile))
         self.core = LaneCore(self.lane)
         self.t = 0.0
         self.routed: list[m.ItemRouted] = []
         self.alarms: list[m.Alarm] = []
         self.outcomes: dict[int, Outcome] = {}
-        self.inference_requests: dict[int, int] = {}  # track id -> belt index
+        self.link_up = True
         self._queue: list[tuple[float, int, object]] = []
         self._order = itertools.count()
         self._scan_of: dict[str, int] = {}
-        self.gate_position_clear = False
+        self._heartbeat_on = True
+        self._heartbeat = 0
+        self._next_heartbeat = HEARTBEAT_S
+        self._last_snapshot_t = 0.0
+        self._lost_reported = False
         self._polled_position_clear = False  # what the previous poll saw, for torn_feedback
+        self._last_write_t = 0.0  # writes land in the order they were sent
+        self._to_place: list[tuple[Parcel, float]] = []
+        self._placed = 0
 
     # ---- scheduling ---------------------------------------------------------------------------
 
@@ -80,7 +97,12 @@ class VirtualLane:
 
     def _execute(self, cmd: m.Command) -> list[m.Event]:
         if isinstance(cmd, m.WriteOutput):
-            self.at(self.t + self.write_latency_s, cmd)
+            if not self.link_up:
+                return [m.PlcLink(self.t, False, f"write {cmd.name} failed")] if self.core.plc_up else []
+            self._last_write_t = max(self._last_write_t, self.t + self.write_latency_s)
+            self.at(self._last_write_t, ("write", cmd.name, cmd.value))
+        elif isinstance(cmd, m.SetHeartbeat):
+            self._heartbeat_on = cmd.on
         elif isinstance(cmd, m.RunInference):
             index = self._scan_of[cmd.path]
             parcel = self.outcomes[index].parcel
@@ -95,15 +117,9 @@ class VirtualLane:
         return []
 
     def _apply(self, what: object) -> None:
-        if isinstance(what, m.WriteOutput):
-            if what.name == "gate_clear":
-                self.belt.gate_clear = bool(what.value)
-            elif what.name == "belt_run":
-                self.belt.run_command = bool(what.value) and not self.belt.estop and self.belt.fault_code == 0
-            elif what.name == "belt_speed_sp":
-                self.belt.speed_setpoint_mm_s = float(what.value)
-            elif what.name == "estop_reset" and not self.belt.estop:
-                self.belt.fault_code = 0
+        if isinstance(what, tuple) and what[0] == "write":
+            _, name, value = what
+            self.plc.set(name, value)  # a write lands in the PLC's image; its next scan acts on it
         elif isinstance(what, tuple) and what[0] == "inference":
             _, track_id, parcel = what
             if parcel.inference_fails:
@@ -129,18 +145,42 @@ class VirtualLane:
             self.at(ready, m.ScanDone(ready, f"scan-{ev.item.index}", path, "0" * 64))
         elif isinstance(ev, Routed):
             self.outcomes[ev.item.index].bin = ev.bin
-            self.belt.gate_clear = False  # the PLC's gate output is one-shot
-            self.gate_position_clear = ev.bin == "CLEAR"  # and its diverter reports where the item went
 
-    # ---- running ------------------------------------------------------------------------------
+    # ---- the link ------------------------------------------------------------------------------
 
     def snapshot(self) -> m.Snapshot:
-        b = self.belt
-        return m.Snapshot(self.t, {
-            "encoder": int(b.encoder_mm), **b.eyes, "estop_active": b.estop, "fault_code": b.fault_code,
-            "gate_clear": b.gate_clear, "belt_running": b.running, "belt_run": b.run_command, "belt_speed": int(b.speed_mm_s),
-            "gate_position_clear": self._polled_position_clear if self.torn_feedback else self.gate_position_clear,
-        })
+        values = self.plc.readable()
+        if self.torn_feedback:
+            values["gate_position_clear"] = self._polled_position_clear
+        return m.Snapshot(self.t, values)
+
+    def _poll(self) -> None:
+        if self.link_up:
+            snap = self.snapshot()
+            self._polled_position_clear = bool(self.plc.get("gate_position_clear"))
+            self._last_snapshot_t, self._lost_reported = self.t, False
+            self.feed(snap)
+        elif not self._lost_reported and self.t - self._last_snapshot_t >= STALE_S:
+            self._lost_reported = True
+            self.feed(m.PlcLink(self.t, False, f"no PLC poll answered for {STALE_S:g} s"))
+
+    def _beat(self) -> None:
+        if self.t >= self._next_heartbeat:
+            self._next_heartbeat += HEARTBEAT_S
+            if self._heartbeat_on and self.link_up:
+                self._heartbeat = (self._heartbeat + 1) & 0xFFFF
+                self._last_write_t = max(self._last_write_t, self.t + self.write_latency_s)
+                self.at(self._last_write_t, ("write", "heartbeat", self._heartbeat))
+
+    def lose_link(self, seconds: float) -> None:
+        """The PLC stops answering for `seconds` (polls and writes are lost; the belt runs on)."""
+        self.link_up = False
+        self.at(self.t + seconds, self._restore_link)
+
+    def _restore_link(self) -> None:
+        self.link_up = True
+
+    # ---- running ------------------------------------------------------------------------------
 
     def start(self) -> None:
         self.feed(self.snapshot())
@@ -148,10 +188,10 @@ class VirtualLane:
 
     def add_parcels(self, parcels: list[Parcel], gaps_mm: list[float]) -> None:
         """Place parcels as the belt makes room: each waits for the previous one plus its gap."""
-        self._to_place = list(zip(parcels, gaps_mm))
-        self._placed = 0
+        self._to_place.extend(zip(parcels, gaps_mm))
 
-    def run_until(self, t_end: float) -> None:
+    def run_until(self, t_end: float, done: Callable[[], bool] | None = None) -> None:
+        """Run the lane to `t_end`, or until `done()` holds at a poll."""
         next_poll = self.t
         # The station sees whole-mm encoder counts and extrapolates between polls; a few mm is its resolution.
         deadline_mm = self.lane.gate_mm - self.lane.gate_margin_mm + RESOLUTION_MM
@@ -160,16 +200,21 @@ class VirtualLane:
                 _, _, what = heapq.heappop(self._queue)
                 self._apply(what)
             if self.t >= next_poll:
-                self.feed(self.snapshot())
-                self._polled_position_clear = self.gate_position_clear
+                self._poll()
                 next_poll += self.poll_s
+                if done is not None and done():
+                    return
+            self._beat()
             self._place_next()
-            for ev in self.belt.step(self.physics_dt):
+            leads = {item.index: item.lead_mm for item in self.belt.items}
+            for ev in self.plc.scan(self.t, self.physics_dt):
                 self._on_belt_event(ev)
             for item in self.belt.items:
                 outcome = self.outcomes[item.index]
                 if outcome.deadline_t is None and item.lead_mm >= deadline_mm:
                     outcome.deadline_t = self.t + self.physics_dt  # the step that crossed it ends then
+                if not self.link_up and leads.get(item.index, 0.0) <= 0.0 < item.lead_mm:
+                    outcome.unseen_entry = True  # its lead passed the entry eye while the station was blind
             self.t += self.physics_dt
 
     def _place_next(self) -> None:
@@ -180,16 +225,20 @@ class VirtualLane:
         if items and items[-1].trail_mm < self.belt.geometry.feed_mm + gap:
             return
         item = SimItem(index=self._placed, length_mm=parcel.length_mm)
-        if self.belt.place(item):
+        gap_before, self.belt.min_gap_mm = self.belt.min_gap_mm, min(self.belt.min_gap_mm, gap)
+        try:
+            placed = self.belt.place(item)
+        finally:
+            self.belt.min_gap_mm = gap_before
+        if placed:
             self.outcomes[self._placed] = Outcome(parcel)
             self._placed += 1
 
     def press_estop(self) -> None:
-        self.belt.estop = True
-        self.belt.fault_code = 2
+        self.plc.press_estop()
         for item in self.belt.items:
             if item.routed is None and item.lead_mm > 0:  # tracked (past the entry eye), not yet through the gate
                 self.outcomes[item.index].on_belt_at_estop = True
 
     def release_estop(self) -> None:
-        self.belt.estop = False
+        self.plc.release_estop()

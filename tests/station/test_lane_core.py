@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from station.ead.s10 import make_s10
 from station.lane import messages as m
+from station.config import LaneSection
 from station.lane.core import LaneCore, LaneState
 from station.risk import Decision, Evidence, decide
 from station.rules import load_rules
@@ -268,12 +269,14 @@ def test_where_an_item_went_is_read_after_the_poll_that_saw_it_reach_the_gate() 
     assert not [a for a in lane.alarms if a.code in ("GATE_NOT_SET", "MISROUTED")]
 
 
-def test_an_item_whose_diverter_report_is_lost_with_the_plc_link_is_recorded_unconfirmed() -> None:
+@pytest.mark.parametrize("threat", [True, False], ids=["inspect", "armed-clear"])
+def test_an_item_whose_diverter_report_is_lost_with_the_plc_link_is_recorded_unconfirmed(threat: bool) -> None:
     """The poll that saw the item reach the gate came; the PLC link dropped before the next one, which
-    was to say where the diverter sent it. The record must not guess."""
+    was to say where the diverter sent it. The record must not guess: UNCONFIRMED, and INSPECT unless
+    the gate carried the station's own CLEAR for this item (then it may be in the CLEAR bin, rightly)."""
     lane = VirtualLane()
     lane.start()
-    lane.add_parcels([Parcel(300, c) for c in ids(1)], [300.0])
+    lane.add_parcels([Parcel(300, c, threat=threat) for c in ids(1)], [300.0])
     while not lane.core.values.get("gate_eye"):
         lane.run_until(lane.t + lane.poll_s)
     assert lane.routed == []  # where it went is read from the next poll
@@ -281,4 +284,60 @@ def test_an_item_whose_diverter_report_is_lost_with_the_plc_link_is_recorded_unc
     lane.run_until(lane.t + 0.5)
     assert len(lane.routed) == 1
     item = lane.routed[0]
-    assert item.routed == "UNCONFIRMED" and item.decision == "INSPECT" and "ROUTING_UNCONFIRMED" in codes(item)
+    assert item.routed == "UNCONFIRMED" and "ROUTING_UNCONFIRMED" in codes(item)
+    assert item.decision == lane.outcomes[0].bin == ("INSPECT" if threat else "CLEAR")
+
+
+def test_positions_stay_right_across_the_encoders_wrap() -> None:
+    """The audit: started 40 m short of the u32 wrap, the lane sent every item after it to CLEAR."""
+    lane = VirtualLane()
+    lane.plc.shift_encoder(2**32 - 2_000)  # wraps 2 m of belt after the start
+    lane.start()
+    parcels = [Parcel(300, c, threat=(i % 2 == 0)) for i, c in enumerate(ids(10))]
+    lane.add_parcels(parcels, [300.0] * 10)
+    lane.run_until(14.0)
+    assert lane.core.encoder.raw is not None and lane.core.encoder.raw < 2**31, "the count wrapped"
+    assert [lane.outcomes[i].bin for i in range(10)] == ["INSPECT", "CLEAR"] * 5
+    assert [r.routed for r in lane.routed] == ["INSPECT", "CLEAR"] * 5
+    assert lane.core.state is LaneState.RUNNING
+
+
+def test_a_clear_the_station_did_not_write_is_a_mismatch_and_the_item_at_the_gate_goes_to_inspect() -> None:
+    """A technician writes gate_clear (with an expiry far ahead) while a threat approaches the gate: the
+    poll reads a CLEAR the station did not ask for, the station writes INSPECT back and says so."""
+    lane = VirtualLane()
+    lane.start()
+    lane.add_parcels([Parcel(300, c, threat=True) for c in ids(1)], [300.0])
+    while not lane.core.tracks or lane.core.tracks[0].lead(lane.core.position_mm or 0) < 1800:
+        lane.run_until(lane.t + lane.poll_s)
+    lane.plc.set("gate_clear_until_mm", (lane.plc.encoder + 100_000) % 2**32)
+    lane.plc.set("gate_clear", True)
+    lane.run_until(lane.t + 4.0)
+    assert lane.outcomes[0].bin == "INSPECT"
+    (item,) = lane.routed
+    assert item.decision == "INSPECT" and "GATE_MISMATCH" in codes(item)
+    assert [a.code for a in lane.alarms].count("GATE_MISMATCH") == 1
+
+
+def test_items_closer_than_the_gate_can_separate_both_go_to_inspect() -> None:
+    lane = VirtualLane(lane=LaneSection(min_gap_mm=60))
+    lane.start()
+    lane.add_parcels([Parcel(300, c) for c in ids(3)], [300.0, 40.0, 300.0])  # the second 40 mm behind the first
+    lane.run_until(9.0)
+    assert [lane.outcomes[i].bin for i in range(3)] == ["INSPECT", "INSPECT", "CLEAR"]
+    assert ["ITEMS_TOO_CLOSE" in codes(r) for r in lane.routed] == [True, True, False]
+
+
+def test_a_clear_that_lands_late_expires_before_the_item_behind_can_take_it() -> None:
+    """Writes land 300 ms late (more than the pitch between these items): without the expiry the CLEAR of
+    the first would route the threat behind it to CLEAR."""
+    lane = VirtualLane(lane=VirtualLane().lane.model_copy(update={"belt_speed_mm_s": 1500.0}), write_latency_s=0.3)
+    lane.start()
+    parcels = [Parcel(250, c, threat=(i % 2 == 1)) for i, c in enumerate(ids(8))]
+    lane.add_parcels(parcels, [150.0] * 8)
+    lane.run_until(12.0)
+    assert len(lane.routed) == 8 and lane.plc.expired_clears > 0
+    for item, index in zip(lane.routed, range(8)):
+        assert item.routed == lane.outcomes[index].bin, (index, item.reasons)
+        if lane.outcomes[index].parcel.threat:
+            assert lane.outcomes[index].bin == "INSPECT"
