@@ -53,9 +53,12 @@ class ControlServer:
 
     def status(self) -> dict[str, object]:
         core = self.runtime.core
+        unseen = sum(z.length_mm for z in core.blind if z.length_mm != float("inf"))
         return {"state": core.state.value, "fault": core.fault, "plc_up": core.plc_up,
                 "tracked": len(core.tracks), "items_stored": self.runtime.items_stored,
-                "manual_only": core.manual_only}
+                "manual_only": core.manual_only,
+                # belt that passed the entry eye unseen and has not yet passed the gate: held at INSPECT
+                "unseen_belt_mm": round(unseen), "store_pending": self.runtime.writer.pending}
 
     async def handle(self, request: dict[str, object]) -> dict[str, object]:
         action = str(request.get("action"))
@@ -67,15 +70,18 @@ class ControlServer:
             path = request.get("path")
             if action == "model-load" and not isinstance(path, str):
                 return {"ok": False, "error": "model-load needs a \"path\""}
-            self.runtime.store.add_alarm("OPERATOR", f"{action}{f' {path}' if path else ''} (control socket)")
+            self._audit(f"{action}{f' {path}' if path else ''} (control socket)")
             return await (self.models.load(Path(str(path))) if action == "model-load" else self.models.rollback())
         if action not in ACTIONS:
             return {"ok": False, "error": f"unknown action {action!r}; expected status, {', '.join(ACTIONS + MODEL_ACTIONS)}"}
         before = dict(self.runtime.alarms)
         self.runtime.dispatch(m.Operator(time.monotonic(), action))  # type: ignore[arg-type]
-        self.runtime.store.add_alarm("OPERATOR", f"{action} (control socket)")
+        self._audit(f"{action} (control socket)")
         refused = {k: v for k, v in self.runtime.alarms.items() if v != before.get(k) and k.endswith("_REFUSED")}
         return {"ok": not refused, **({"refused": sorted(refused)} if refused else {}), **self.status()}
+
+    def _audit(self, what: str) -> None:
+        self.runtime.writer.submit(lambda store: store.add_alarm("OPERATOR", what))
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -88,7 +94,8 @@ class ControlServer:
             except ValueError:
                 reply: dict[str, object] = {"ok": False, "error": "expected one JSON line: {\"action\": ...}"}
             else:
-                log.warning("operator: %s", request)
+                if request["action"] not in ("status", "model-status"):
+                    log.info("operator: %s", request)
                 reply = await self.handle(request)
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()

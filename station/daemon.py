@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from drivers.barcode import BarcodeReader
 from drivers.health import HealthState
 from drivers.links import TcpLink
-from drivers.plc import Plc
+from drivers.plc import FaultCode, Plc
 from drivers.profile import load_profile
 from drivers.scanner import Scanner
 from station.config import Config
@@ -27,7 +27,7 @@ from station.control import ControlServer, socket_path
 from station.detector import Detector, ModelError
 from station.ead.importer import import_ead_file
 from station.ead.quality import publish_quality
-from station.ead.record import BadLine
+from station.ead.record import BadLine, EadRecord
 from station.inference import InferenceWorker
 from station.lane import messages as m
 from station.lane.core import LaneCore, LaneState
@@ -36,6 +36,7 @@ from station.model_swap import ModelSwitch
 from station.mqtt_link import CentralLink, Topics
 from station.rules import load_ruleset
 from station.store import Store
+from station.writer import StoreWriter
 
 if TYPE_CHECKING:
     from simulator.faults import Fault
@@ -60,6 +61,7 @@ class RunResult:
     alarms: dict[str, int] = field(default_factory=dict)
     outbox_left: int = 0
     published: int = 0
+    longest_stall_s: float = 0.0  # the event loop's longest stall during the run
 
 
 def load_detector(config: Config) -> tuple[Detector | None, str | None]:
@@ -101,11 +103,16 @@ async def run_station(config: Config, *, simulate: bool = False, items: int | No
     data_dir.mkdir(parents=True, exist_ok=True)
     result = RunResult(store_path=data_dir / "station.db", started=started, started_at=time.time())
     async with AsyncExitStack() as stack:
-        store = stack.enter_context(Store(result.store_path))
+        store = stack.enter_context(Store(result.store_path))  # the loop's reader
+        runtime: LaneRuntime | None = None
+        full: list[tuple[bool, str]] = []  # what the writer reported before the runtime could hear it
+        writer = await stack.enter_async_context(StoreWriter(
+            result.store_path, min_free_bytes=int(config.storage.min_free_mb * 2**20),
+            on_full=lambda is_full, why: runtime.store_full(is_full, why) if runtime else full.append((is_full, why))))
         spool_dir, plc_link = config.spool_dir, config.plc.link.link()
         scanner_port, barcode_port = config.scanner.port, config.barcode.port
         topics = Topics(config.station.site, config.station.lane)
-        central = CentralLink(store, config.mqtt, config.mqtt.client_id or f"station-{topics.site}-{topics.lane}")
+        central = CentralLink(store, writer, config.mqtt, config.mqtt.client_id or f"station-{topics.site}-{topics.lane}")
         sim = None
         if simulate:
             # the simulator is only imported when asked for
@@ -121,12 +128,15 @@ async def run_station(config: Config, *, simulate: bool = False, items: int | No
             for fault in faults:
                 await sim.inject(fault)
             if feed is None:
-                for line in import_ead_file(store, sim.ead_file, source="simulator"):
+                await writer.drained()
+                lines = await asyncio.to_thread(_import_ead, result.store_path, sim.ead_file)
+                for line in lines:
                     if isinstance(line, BadLine):
                         log.warning("EAD %s line %d: %s", sim.ead_file, line.line, line.problem)
 
         detector, why = load_detector(config)
-        worker = InferenceWorker(detector, config.model.timeout_s)
+        max_image_bytes = int(config.scanner.max_image_mb * 2**20)
+        worker = InferenceWorker(detector, config.model.timeout_s, max_image_bytes=max_image_bytes)
         stack.callback(worker.close)
         plc = await stack.enter_async_context(Plc(
             load_profile(config.plc.profile), plc_link,
@@ -134,10 +144,16 @@ async def run_station(config: Config, *, simulate: bool = False, items: int | No
         scanner = await stack.enter_async_context(Scanner(scanner_port, baudrate=config.scanner.baudrate))
         barcode = await stack.enter_async_context(BarcodeReader(barcode_port, baudrate=config.barcode.baudrate))
         core = LaneCore(config.lane, manual_only=detector is None, decide_fn=ruleset.decide)
-        runtime = LaneRuntime(core, store, topics, plc=plc, spool_dir=spool_dir, images_dir=data_dir / "images",
-                              worker=worker, on_stored=central.notify)
+        runtime = LaneRuntime(core, store, writer, topics, plc=plc, spool_dir=spool_dir,
+                              images_dir=data_dir / "images", worker=worker, max_image_bytes=max_image_bytes,
+                              on_stored=central.notify)
         stack.push_async_callback(runtime.aclose)
+        for is_full, why in full:
+            runtime.store_full(is_full, why)
+        if left := runtime.record_left_on_belt():
+            log.warning("%d items were on the belt when the station last stopped: recorded UNCONFIRMED", left)
         central.subscriptions[topics.ead_records] = runtime.ead_message
+        central.on_handler_error = lambda topic, detail: runtime.dispatch_alarm("INBOUND_ERROR", f"{topic}: {detail}")
         models = ModelSwitch(worker, runtime, threads=config.model.threads, why_none=why)
         await stack.enter_async_context(ControlServer(runtime, models, socket_path(data_dir)))
         log.info("station %s/%s: model %s", topics.site, topics.lane,
@@ -147,8 +163,9 @@ async def run_station(config: Config, *, simulate: bool = False, items: int | No
         try:
             async with asyncio.TaskGroup() as tasks:
                 for job in (runtime.pump_plc(), runtime.pump_writes(), runtime.pump_scanner(scanner),
-                            runtime.pump_barcode(barcode), runtime.tick(), central.run(),
-                            publish_quality(store, topics.ead_quality, config.mqtt.ead_quality_interval_s, central.notify)):
+                            runtime.pump_barcode(barcode), runtime.tick(), runtime.watch_loop(), central.run(),
+                            publish_quality(result.store_path, writer, topics.ead_quality,
+                                            config.mqtt.ead_quality_interval_s, central.notify)):
                     tasks.create_task(job)
                 if simulate or config.lane.auto_start:
                     # A simulated central feed starts with the belt: let the station subscribe first.
@@ -162,11 +179,19 @@ async def run_station(config: Config, *, simulate: bool = False, items: int | No
                 raise StopRun
         except* StopRun:
             pass
+        await writer.drained()
         result.sim_outcomes = dict(sim.outcomes) if sim else {}
         result.alarms = dict(runtime.alarms)
         result.outbox_left = store.outbox_count()
         result.published = central.published
+        result.longest_stall_s = runtime.longest_stall_s
     return result
+
+
+def _import_ead(path: Path, ead_file: Path) -> list[EadRecord | BadLine]:
+    """The simulated central's declarations, imported as `station ead import` would (own connection)."""
+    with Store(path) as store:
+        return import_ead_file(store, ead_file, source="simulator")
 
 
 async def _start_when_ready(runtime: LaneRuntime, result: RunResult, central: CentralLink | None = None,
@@ -183,9 +208,16 @@ async def _start_when_ready(runtime: LaneRuntime, result: RunResult, central: Ce
         seq = (await runtime.plc.next_snapshot(seq)).seq
         await asyncio.sleep(0)  # pump_plc hands the same snapshot to the core
     result.ready_s = time.monotonic() - result.started
+    try:  # a PLC whose watchdog tripped while no station ran (fault 1) clears once our heartbeat lands
+        async with asyncio.timeout(grace_s):
+            while runtime.core.values.get("fault_code") == FaultCode.HEARTBEAT_STALE:
+                seq = (await runtime.plc.next_snapshot(seq)).seq
+                await asyncio.sleep(0)
+    except TimeoutError:
+        pass  # the start below is refused, and says why
     runtime.dispatch(m.Operator(time.monotonic(), "start"))
     if runtime.core.state is not LaneState.RUNNING:
-        log.error("lane did not start: %s", runtime.core.fault)
+        log.error("lane did not start (%s): see the START_REFUSED alarm", runtime.core.state.value)
 
 
 async def _stop_after(lane: Lane, items: int, grace_s: float = 10.0) -> None:

@@ -26,6 +26,7 @@ from drivers.aio import reraise_lost_cancel
 from drivers.health import DeviceHealth, HealthState
 from station.config import MqttSection
 from station.store import Store
+from station.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +63,18 @@ Handler = Callable[[str, bytes], None]  # (topic, payload)
 
 
 class CentralLink:
-    def __init__(self, store: Store, config: MqttSection, client_id: str, backoff: tuple[float, float] = (0.2, 5.0),
-                 subscriptions: Mapping[str, Handler] | None = None):
-        self.store = store
+    def __init__(self, store: Store, writer: StoreWriter, config: MqttSection, client_id: str,
+                 backoff: tuple[float, float] = (0.2, 5.0), subscriptions: Mapping[str, Handler] | None = None):
+        self.store = store  # read on the loop (WAL: never waits for the writer)
+        self.writer = writer  # acknowledged messages leave the outbox through it
         self.config = config
         self.client_id = client_id
         self.backoff = backoff
         self.subscriptions = dict(subscriptions or {})
         self.received = 0
+        self.handler_errors = 0  # handlers that raised: each one a bug, logged with its traceback
+        # Told (topic, detail) of each handler that raised, so that the daemon can raise an alarm; must not raise.
+        self.on_handler_error: Callable[[str, str], None] = lambda topic, detail: None
         self.connected = asyncio.Event()  # set once the first connection is up and subscribed
         self.health = DeviceHealth("mqtt", HealthState.DOWN if not config.host else HealthState.CONNECTING,
                                    detail="no broker configured: messages stay in the outbox" if not config.host else "")
@@ -131,14 +136,26 @@ class CentralLink:
             handler = next((h for pattern, h in self.subscriptions.items() if message.topic.matches(pattern)), None)
             if handler is not None and isinstance(message.payload, bytes | bytearray):
                 self.received += 1
-                handler(topic, bytes(message.payload))
+                try:
+                    handler(topic, bytes(message.payload))
+                except Exception as err:  # a bug in one handler must not end the link, and with it the daemon
+                    log.exception("handler of %s raised", topic)
+                    self.handler_errors += 1
+                    # Short (its message may quote a whole payload) and valid UTF-8, so that an alarm can store it.
+                    detail = f"{type(err).__name__}: {err}"[:300].encode("utf-8", "backslashreplace").decode()
+                    self.on_handler_error(topic, detail)
 
     async def _drain_forever(self, client: aiomqtt.Client) -> None:
+        sent = 0  # the last seq acknowledged on this connection (its delete may still be on the writer's queue)
         while True:
             self._wake.clear()
-            batch = self.store.outbox_batch(BATCH)
+            batch = self.store.outbox_batch(BATCH, after_seq=sent)
             if not batch:
-                await self._wake.wait()
+                try:  # woken by new rows; and now and then regardless (a row another path wrote)
+                    async with asyncio.timeout(1.0):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
                 continue
             # Publish the batch concurrently (paho sends in call order) and delete what was acknowledged.
             results = await asyncio.gather(
@@ -146,7 +163,9 @@ class CentralLink:
             )
             reraise_lost_cancel()  # aiomqtt awaits with 3.11's wait_for, which can drop our cancel
             acked = [msg.seq for msg, res in zip(batch, results) if res is None]
-            self.store.outbox_delete(acked)
+            if acked:
+                self.writer.submit(lambda store, acked=acked: store.outbox_delete(acked))
+                sent = max(sent, max(acked))
             self.published += len(acked)
             failure = next((r for r in results if isinstance(r, BaseException)), None)
             if failure is not None:

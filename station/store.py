@@ -8,14 +8,21 @@ in `seq` order and a row is deleted only once the broker has acknowledged it.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from station.ead.record import EadRecord
+from station.ead.record import EadRecord, RecordInvalid
+
+log = logging.getLogger(__name__)
+
+MAX_VERSION_STEP = 1000  # the most one EAD amendment may raise the stored version
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -64,6 +71,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload TEXT NOT NULL,
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS on_belt (  -- items the running station is tracking, kept so a crash cannot lose them
+    key TEXT PRIMARY KEY,  -- run id / track id
+    track TEXT NOT NULL,  -- JSON: what is known of it (ids, decision, whether its CLEAR was armed)
+    at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS alarms (
     id INTEGER PRIMARY KEY,
     at REAL NOT NULL,
@@ -107,18 +119,31 @@ class ItemRow:
 
 
 class Store:
-    """One SQLite connection, used from the event loop's thread only."""
+    """One SQLite connection, used from one thread only (the daemon writes through `station.writer`).
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    The database holds names and addresses: its folder is created 0700 and the file 0600 (SQLite gives
+    its -wal and -shm files the database file's permissions).
+    """
+
+    def __init__(self, path: Path, busy_timeout_s: float = 5.0) -> None:
+        _owner_only(path)
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=True, timeout=busy_timeout_s)
         self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
+        self._wal(busy_timeout_s)
         self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
         self._migrate()
+
+    def _wal(self, timeout_s: float) -> None:
+        """Switch to WAL, which readers and the writer rely on never to block each other. SQLite keeps the
+        old mode, and says so only in the pragma's answer, when another connection holds the file then."""
+        deadline = time.monotonic() + timeout_s
+        while (mode := self.db.execute("PRAGMA journal_mode=WAL").fetchone()[0]) != "wal":
+            if time.monotonic() > deadline:
+                raise sqlite3.OperationalError(f"{self.path}: cannot switch to WAL (journal mode {mode})")
+            time.sleep(0.01)
 
     def _migrate(self) -> None:
         """Bring a database made by an earlier version up to this schema (columns are only ever added)."""
@@ -139,18 +164,28 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT. On an error the transaction is rolled back and *that* error raised:
+        SQLite may have rolled back already (a full disk does), and a failed ROLLBACK must not hide why."""
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
+            self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:
+                try:
+                    self.db.execute("ROLLBACK")
+                except sqlite3.Error as err:
+                    log.warning("%s: rollback failed after an error: %s", self.path, err)
             raise
-        self.db.execute("COMMIT")
 
     # ---- items --------------------------------------------------------------------------------
 
-    def record_item(self, item: ItemRow, messages: Iterable[OutboxMessage]) -> int:
+    def record_item(self, item: ItemRow, messages: Iterable[OutboxMessage], on_belt_key: str | None = None) -> int:
+        """Store a routed item, its detections and its messages in one transaction (and forget it as on
+        the belt, under `on_belt_key`)."""
         with self.transaction() as db:
+            if on_belt_key is not None:
+                db.execute("DELETE FROM on_belt WHERE key = ?", (on_belt_key,))
             row = db.execute(
                 "INSERT INTO items (uid, track_id, item_id, barcode, scan_id, image_path, image_sha256, decision,"
                 " routed, score, reasons, ead_status, ead_version, model_hash, rules_version, decision_latency_ms,"
@@ -196,18 +231,37 @@ class Store:
     def item_count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM items").fetchone()[0])
 
+    def keep_on_belt(self, key: str, track: dict[str, object]) -> None:
+        self.db.execute("INSERT INTO on_belt (key, track, at) VALUES (?,?,?) ON CONFLICT (key) DO UPDATE"
+                        " SET track=excluded.track, at=excluded.at", (key, json.dumps(track), time.time()))
+
+    def on_belt(self) -> list[tuple[str, dict[str, Any]]]:
+        """Items an earlier run was tracking when it stopped (key, what it knew), oldest first."""
+        rows = self.db.execute("SELECT key, track FROM on_belt ORDER BY at").fetchall()
+        return [(r["key"], json.loads(r["track"])) for r in rows]
+
     def add_alarm(self, code: str, detail: str) -> None:
         self.db.execute("INSERT INTO alarms (at, code, detail) VALUES (?,?,?)", (time.time(), code, detail))
 
     # ---- EAD ----------------------------------------------------------------------------------
 
     def upsert_ead(self, record: EadRecord, source: str) -> bool:
-        """Keep the record unless a same-or-later version is already stored. True when stored."""
-        cur = self.db.execute(
+        """Keep the record unless a same-or-later version is already stored. True when stored.
+
+        A version more than MAX_VERSION_STEP above the stored one (or, for a first record, above 0) raises
+        RecordInvalid and stores nothing: a forged huge version would otherwise lock out every amendment.
+        """
+        row = self.db.execute("SELECT version FROM ead_records WHERE item_id = ?", (record.item_id,)).fetchone()
+        stored = 0 if row is None else int(row["version"])
+        if record.version - stored > MAX_VERSION_STEP:
+            raise RecordInvalid((("version", f"jumps from {stored} to {record.version}: more than "
+                                             f"{MAX_VERSION_STEP} above the stored version"),))
+        cur = self.db.execute(  # the step again in SQL: another process may write between the two statements
             "INSERT INTO ead_records (item_id, version, record, source, received_at) VALUES (?,?,?,?,?)"
             " ON CONFLICT (item_id) DO UPDATE SET version=excluded.version, record=excluded.record,"
-            " source=excluded.source, received_at=excluded.received_at WHERE excluded.version > ead_records.version",
-            (record.item_id, record.version, record.to_json(), source, time.time()),
+            " source=excluded.source, received_at=excluded.received_at WHERE excluded.version > ead_records.version"
+            " AND excluded.version - ead_records.version <= ?",
+            (record.item_id, record.version, record.to_json(), source, time.time(), MAX_VERSION_STEP),
         )
         return cur.rowcount > 0
 
@@ -246,3 +300,24 @@ class Store:
 
     def outbox_count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+
+def _owner_only(path: Path) -> None:
+    """Create the database's folder (0700) and file (0600); tighten files an older version left readable.
+
+    An existing file is never opened here: closing any descriptor of a database file drops the POSIX locks
+    that this process's SQLite connections hold on it, and another process may then checkpoint and delete
+    the WAL under them (the SQLite manual's "how to corrupt your database").
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+    except FileExistsError:
+        pass
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if file.stat().st_mode & 0o077:
+                log.warning("%s was readable by others; making it owner-only", file)
+                file.chmod(0o600)
+        except FileNotFoundError:
+            pass  # SQLite creates -wal and -shm with the database's permissions

@@ -16,11 +16,13 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from station.ead.checks import check_record
 from station.ead.record import EadRecord
 from station.store import OutboxMessage, Store
+from station.writer import StoreWriter
 
 TOP_SENDERS = 20  # the senders with the most defective records; the rest are counted, not named
 
@@ -59,16 +61,25 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat()
 
 
-async def publish_quality(store: Store, topic: str, interval_s: float, notify: Callable[[], None]) -> None:
+async def publish_quality(path: Path, writer: StoreWriter, topic: str, interval_s: float,
+                          notify: Callable[[], None]) -> None:
     """Forever: every `interval_s`, the summary of the records received since the last one, into
-    the outbox (an interval with no records publishes nothing)."""
+    the outbox (an interval with no records publishes nothing). Read and summed up on a thread of its
+    own: a bulk import can bring hundreds of thousands of records into one interval."""
     since = time.time()
     while True:
         await asyncio.sleep(interval_s)
         until = time.time()
-        records = store.ead_received(since, until)
-        if records:
-            summary = summarise(records, since, until)
-            store.enqueue([OutboxMessage(f"ead-quality/{until:.3f}", topic, json.dumps(summary))])
-            notify()
+        summary = await asyncio.to_thread(_summary, path, since, until)
+        if summary is not None:
+            message = OutboxMessage(f"ead-quality/{until:.3f}", topic, json.dumps(summary))
+            done = writer.submit(lambda store: store.enqueue([message]), want_result=True)
+            assert done is not None
+            done.add_done_callback(lambda _: notify())
         since = until
+
+
+def _summary(path: Path, since: float, until: float) -> dict[str, Any] | None:
+    with Store(path) as store:
+        records = store.ead_received(since, until)
+    return summarise(records, since, until) if records else None

@@ -3,7 +3,9 @@
 Event sources (PLC snapshots, scanner events, barcode reads, a tick) each run as one task. Every
 event goes through `dispatch`, which runs the core and executes its commands in order: PLC writes go
 through one queue so they reach the PLC in the order the core decided them; inference runs on the
-worker thread; an item that passed the gate is stored with its messages in one transaction.
+worker thread; an item that passed the gate is stored with its messages in one transaction, on the
+store writer's thread (`station.writer`), so the loop never waits on the store. What the core tracks
+is kept in the store as it changes, so a crash leaves every item that was on the belt recorded.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import sqlite3
 import time
 import uuid
@@ -32,30 +33,37 @@ from station.lane import messages as m
 from station.lane.core import LaneCore
 from station.mqtt_link import Topics
 from station.risk import Evidence, with_declaration
+from station.spool import SpoolError, keep_image
 from station.store import ItemRow, OutboxMessage, Store
+from station.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
 
 class LaneRuntime:
-    def __init__(self, core: LaneCore, store: Store, topics: Topics, *, plc: Plc, spool_dir: Path,
-                 images_dir: Path, worker: InferenceWorker,
+    def __init__(self, core: LaneCore, store: Store, writer: StoreWriter, topics: Topics, *, plc: Plc,
+                 spool_dir: Path, images_dir: Path, worker: InferenceWorker, max_image_bytes: int = 64 * 2**20,
                  on_stored: Callable[[], None] = lambda: None) -> None:
         self.core = core
         self.decide = core.decide  # the rule set, also for decisions revised after routing
-        self.store = store
+        self.store = store  # this loop's reading connection: WAL readers never wait for the writer
+        self.writer = writer
         self.topics = topics
         self.plc = plc
         self.spool_dir = spool_dir
         self.images_dir = images_dir
         self.worker = worker
+        self.max_image_bytes = max_image_bytes
         self.on_stored = on_stored
+        self.run_id = uuid.uuid4().hex[:12]  # tells this run's tracks from an earlier run's in the store
         self.item_stored = asyncio.Event()  # set after each item is stored; waiters clear it
         self.alarms: dict[str, int] = {}
         self.items_stored = 0  # by this runtime (the store also holds earlier runs)
+        self.longest_stall_s = 0.0  # the event loop's longest stall seen by `watch_loop`
         self._queue: deque[m.Event] = deque()
         self._writes: asyncio.Queue[m.WriteOutput] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._kept: dict[int, tuple[object, ...]] = {}  # track id -> what the store holds of it on the belt
 
     # ---- the one way in -----------------------------------------------------------------------
 
@@ -72,6 +80,7 @@ class LaneRuntime:
         except BaseException:
             self._queue.clear()  # a bug in the core must crash the daemon, not leave later events queued forever
             raise
+        self._keep_tracks()
 
     def _execute(self, cmd: m.Command) -> None:
         match cmd:
@@ -82,14 +91,21 @@ class LaneRuntime:
             case m.RunInference():
                 self._spawn(self._infer(cmd))
             case m.LookUpEad(track_id=track_id, item_id=item_id):
-                record = self.store.ead_for(item_id)  # local SQLite: never waits on the network
-                self._queue.append(m.EadResolved(time.monotonic(), track_id, record is not None,
-                                                 record.version if record else None, record,
-                                                 check_record(record) if record else ()))
+                self._queue.append(self._look_up(track_id, item_id))
             case m.Alarm(code=code, detail=detail):
                 self.dispatch_alarm(code, detail)
             case m.ItemRouted():
                 self._store_item(cmd)
+
+    def _look_up(self, track_id: int, item_id: str) -> m.EadResolved:
+        """The item's declaration from the local store: never waits on the network, nor on the writer."""
+        try:
+            record = self.store.ead_for(item_id)
+        except (sqlite3.Error, ValueError) as err:  # unreadable: fail safe, as if none had come
+            self.dispatch_alarm("EAD_LOOKUP_FAILED", f"{item_id}: {err}")
+            record = None
+        return m.EadResolved(time.monotonic(), track_id, record is not None, record.version if record else None,
+                             record, check_record(record) if record else ())
 
     def ead_message(self, topic: str, payload: bytes) -> None:
         """A declaration from central (MQTT): checked, cached, and applied to its item, on the belt or
@@ -99,7 +115,19 @@ class LaneRuntime:
         except RecordInvalid as err:  # not JSON, or not a record: names the field
             self.dispatch_alarm("EAD_REJECTED", f"{topic}: {err}")
             return
-        if not self.store.upsert_ead(record, source="mqtt"):
+        future = self.writer.submit(lambda store: store.upsert_ead(record, source="mqtt"), want_result=True)
+        assert future is not None
+        future.add_done_callback(lambda done: self._ead_stored(topic, record, done))
+
+    def _ead_stored(self, topic: str, record: EadRecord, done: asyncio.Future[bool]) -> None:
+        err = done.exception()
+        if isinstance(err, RecordInvalid):  # a version jump the store refuses: names the field
+            self.dispatch_alarm("EAD_REJECTED", f"{topic}: {err}")
+            return
+        if err is not None:
+            self.dispatch_alarm("EAD_NOT_STORED", f"{topic}: {record.item_id}: {err}")
+            return
+        if not done.result():
             return  # this version (or a later one) is already here
         findings = check_record(record)
         self.dispatch(m.EadArrived(time.monotonic(), record, findings))
@@ -108,7 +136,11 @@ class LaneRuntime:
     def dispatch_alarm(self, code: str, detail: str) -> None:
         self.alarms[code] = self.alarms.get(code, 0) + 1
         log.warning("alarm %s: %s", code, detail)
-        self.store.add_alarm(code, detail)
+        self.writer.submit(lambda store: store.add_alarm(code, detail))
+
+    def store_full(self, full: bool, why: str) -> None:
+        """The writer's report: the store cannot take more (the lane pauses), or can again."""
+        self.dispatch(m.StoreFull(time.monotonic(), full, why))
 
     def _spawn(self, coro: object) -> None:
         task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
@@ -123,17 +155,53 @@ class LaneRuntime:
         else:
             self.dispatch(m.InferenceDone(time.monotonic(), cmd.track_id, found, model_hash))
 
+    # ---- items on the belt, kept in the store -------------------------------------------------
+
+    def _keep_tracks(self) -> None:
+        """Write what the store should know of each tracked item when it changes, so that a crash leaves
+        every item that was on the belt in the store (recorded UNCONFIRMED at the next start)."""
+        for track in self.core.tracks + self.core.unplaced:
+            known = (track.item_id, track.barcode, track.scan_id, track.image_path, track.image_sha256,
+                     track.decision.decision if track.decision else None, track.armed_with is not None)
+            if self._kept.get(track.track_id) != known:
+                self._kept[track.track_id] = known
+                data = dict(zip(("item_id", "barcode", "scan_id", "image_path", "image_sha256", "decision", "armed"),
+                                known))
+                key = self._belt_key(track.track_id)
+                self.writer.submit(lambda store, key=key, data=data: store.keep_on_belt(key, data))
+
+    def _belt_key(self, track_id: int) -> str:
+        return f"{self.run_id}/{track_id}"
+
+    def record_left_on_belt(self) -> int:
+        """At start: record every item an earlier run was tracking when it stopped, UNCONFIRMED (it may
+        be anywhere now), then forget it. Returns how many."""
+        left = self.store.on_belt()
+        for key, track in left:
+            armed = bool(track.get("armed")) and track.get("decision") == "CLEAR"
+            reason = {"code": "ROUTING_UNCONFIRMED", "detail": "the station stopped while the item was on the belt"}
+            row = ItemRow(
+                uid=str(uuid.uuid4()), track_id=0, item_id=track.get("item_id"), barcode=track.get("barcode"),
+                scan_id=track.get("scan_id"), image_path=None, image_sha256=track.get("image_sha256"),
+                decision="CLEAR" if armed else "INSPECT", routed="UNCONFIRMED", score=0.0 if armed else 0.5,
+                reasons=[reason], ead_status="not_looked_up", ead_version=None, model_hash=None,
+                rules_version="-", decision_latency_ms=None, routed_at=time.time())
+            payload = result_payload(row, self.topics, detections=(), weight_kg=None, ead_findings=())
+            self._record(row, payload, track.get("image_path"), key, this_run=False)
+            self.dispatch_alarm("ROUTING_UNCONFIRMED", f"{track.get('scan_id') or key}: the station stopped while "
+                                "it was on the belt")
+        return len(left)
+
     # ---- storing a routed item ----------------------------------------------------------------
 
     def _store_item(self, item: m.ItemRouted) -> None:
         uid = str(uuid.uuid4())
-        image_path = self._keep_image(item.image_path)
         latency = None
         if item.decided_t is not None and item.image_ready_t is not None:
             latency = max(0.0, (item.decided_t - item.image_ready_t) * 1000.0)
         row = ItemRow(
             uid=uid, track_id=item.track_id, item_id=item.item_id, barcode=item.barcode, scan_id=item.scan_id,
-            image_path=image_path, image_sha256=item.image_sha256, decision=item.decision, routed=item.routed,
+            image_path=None, image_sha256=item.image_sha256, decision=item.decision, routed=item.routed,
             score=item.score, reasons=[reason_json(r) for r in item.reasons],
             ead_status=item.ead_status, ead_version=item.ead_version, model_hash=item.model_hash,
             rules_version=item.rules_version, decision_latency_ms=latency,
@@ -142,10 +210,46 @@ class LaneRuntime:
         )
         payload = result_payload(row, self.topics, detections=item.detections, weight_kg=item.weight_kg,
                                  ead_findings=item.ead_findings)
-        self.store.record_item(row, self._messages(payload))
+        self._kept.pop(item.track_id, None)
+        self._record(row, payload, item.image_path, self._belt_key(item.track_id) if item.track_id > 0 else None)
+
+    def _record(self, row: ItemRow, payload: dict[str, object], spooled: str | None, on_belt_key: str | None,
+                this_run: bool = True) -> None:
+        """Store an item with its messages on the writer's thread, its scan moved out of the spool first."""
+        kept: list[str | None] = []  # the image is moved once, however often a full disk makes the job retry
+        loop = asyncio.get_running_loop()
+
+        def job(store: Store) -> None:
+            if not kept:
+                kept.append(self._keep_image(spooled, row.scan_id, row.uid, loop))
+            store.record_item(replace(row, image_path=kept[0]), self._messages(payload), on_belt_key=on_belt_key)
+
+        future = self.writer.submit(job, want_result=True)
+        assert future is not None
+        future.add_done_callback(self._item_stored if this_run else lambda _: self.on_stored())
+
+    def _item_stored(self, done: asyncio.Future[None]) -> None:
+        if done.exception() is not None:
+            log.error("item not stored", exc_info=done.exception())
+            self.dispatch_alarm("ITEM_NOT_STORED", f"{done.exception()}")
+            return
         self.items_stored += 1
         self.on_stored()
         self.item_stored.set()
+
+    def _keep_image(self, spooled: str | None, scan_id: str | None, uid: str,
+                    loop: asyncio.AbstractEventLoop) -> str | None:
+        """On the writer's thread: move the scan from the spool into images/YYYY-MM-DD/ under a name no
+        other scan can have. An image that cannot be kept is an alarm (the item's record stays)."""
+        if spooled is None:
+            return None
+        source = Path(spooled)
+        name = f"{_safe_name(scan_id or 'scan')}-{uid[:12]}{source.suffix}"
+        try:
+            return str(keep_image(source, self.images_dir, name=name, max_bytes=self.max_image_bytes))
+        except SpoolError as err:
+            loop.call_soon_threadsafe(self.dispatch_alarm, "IMAGE_NOT_KEPT", str(err))
+            return None
 
     def _messages(self, payload: dict[str, object]) -> list[OutboxMessage]:
         """The result message, and for an INSPECT decision the alert, of one item (revision)."""
@@ -178,10 +282,13 @@ class LaneRuntime:
             payload = result_payload(revised, self.topics, detections=evidence.detections,
                                      weight_kg=evidence.measured_weight_kg, ead_findings=evidence.ead_findings,
                                      revision=revision)
-            self.store.revise_item(revised, revision, self._messages(payload))
+            messages = self._messages(payload)
+            done = self.writer.submit(lambda store, revised=revised, revision=revision, messages=messages:
+                                      store.revise_item(revised, revision, messages), want_result=True)
+            assert done is not None
+            done.add_done_callback(lambda _: self.on_stored())
             log.info("item %s (%s) decided again with a late declaration: %s -> %s", row["uid"], record.item_id,
                      row["decision"], decision.decision)
-            self.on_stored()
 
     async def wait_stored(self, count: int) -> None:
         """Until this runtime has stored `count` items."""
@@ -190,21 +297,6 @@ class LaneRuntime:
             if self.items_stored >= count:
                 return
             await self.item_stored.wait()
-
-    def _keep_image(self, spooled: str | None) -> str | None:
-        """Move the scan from the spool into images/YYYY-MM-DD/, where retention will look for it."""
-        if spooled is None:
-            return None
-        source = Path(spooled)
-        target_dir = self.images_dir / datetime.now(UTC).strftime("%Y-%m-%d")
-        target_dir.mkdir(parents=True, exist_ok=True)
-        target = target_dir / source.name
-        try:
-            os.replace(source, target)
-        except OSError as err:
-            log.warning("cannot keep image %s: %s", source, err)
-            return None
-        return str(target)
 
     # ---- event sources ------------------------------------------------------------------------
 
@@ -254,10 +346,27 @@ class LaneRuntime:
             await asyncio.sleep(interval)
             self.dispatch(m.Tick(time.monotonic()))
 
+    async def watch_loop(self, interval: float = 0.01, warn_s: float = 0.1) -> None:
+        """Measure how late the event loop wakes: anything that blocks it delays every PLC poll."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + interval
+            await asyncio.sleep(interval)
+            stall = loop.time() - due
+            if stall > self.longest_stall_s:
+                self.longest_stall_s = stall
+            if stall > warn_s:
+                log.warning("event loop stalled for %.0f ms", stall * 1000)
+
     async def aclose(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _safe_name(text: str) -> str:
+    """A scanner-given id as part of a file name: letters, digits, '-', '_' and '.' only."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:64] or "scan"
 
 
 def result_payload(row: ItemRow, topics: Topics, *, detections: tuple[m.Detected, ...], weight_kg: float | None,
