@@ -171,8 +171,12 @@ class LaneCore:
             for track in self.unplaced:
                 track.entry_mm -= run_mm + rw
                 track.entry_err_mm += run_mm + 2 * rw
+            self.blind = [z for z in self.blind if z.hi_mm != math.inf]
             self._unseen(pos - self.lane.gate_mm - self.lane.max_item_mm, pos,
                          "the encoder jumped: nothing on the belt is where the station thought", now, out)
+            if self._blind_from is not None:  # the jump was found as the link came back
+                self._blind_from = None
+                out.append(m.SetHeartbeat(True))
             before = now
         elif self._blind_from is not None or step > self.lane.read_window_mm:
             # The station could not see the belt (the link was lost, or polls stalled): what reached the gate

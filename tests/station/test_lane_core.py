@@ -341,3 +341,29 @@ def test_a_clear_that_lands_late_expires_before_the_item_behind_can_take_it() ->
         assert item.routed == lane.outcomes[index].bin, (index, item.reasons)
         if lane.outcomes[index].parcel.threat:
             assert lane.outcomes[index].bin == "INSPECT"
+
+
+def test_an_encoder_jump_found_as_the_link_comes_back_leaves_a_lane_that_recovers() -> None:
+    """The PLC restarts during a link outage (its counter starts again): the station finds the jump at
+    the first poll after the outage. Every item on the belt goes to INSPECT; once the operator resets
+    and starts, an item seen end to end is cleared again (the outage's blind zone ended with it)."""
+    lane = VirtualLane()
+    lane.start()
+    before, after = ids(4)[:3], ids(4)[3]
+    lane.add_parcels([Parcel(300, c) for c in before], [300.0, 400.0, 400.0])
+    lane.run_until(1.2)
+    lane.lose_link(1.5)
+    lane.run_until(lane.t + 0.5)
+    lane.plc.shift_encoder(-50_000)
+    lane.run_until(lane.t + 1.5)
+    assert lane.core.fault == "ENCODER_JUMP"
+    lane.feed(m.Operator(lane.t, "reset"))
+    lane.run_until(lane.t + 0.1)
+    lane.feed(m.Operator(lane.t, "start"))
+    lane.run_until(lane.t + 6.0)
+    assert [o.bin for o in lane.outcomes.values()] == ["INSPECT"] * 3
+    lane.add_parcels([Parcel(300, after)], [300.0])
+    lane.run_until(lane.t + 6.0)
+    assert lane.outcomes[3].bin == "CLEAR"
+    (record,) = [r for r in lane.routed if r.barcode == after]
+    assert record.decision == record.routed == "CLEAR"
