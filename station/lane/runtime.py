@@ -178,8 +178,11 @@ class LaneRuntime:
         be anywhere now), then forget it. Returns how many."""
         left = self.store.on_belt()
         for key, track in left:
-            armed = bool(track.get("armed")) and track.get("decision") == "CLEAR"
-            reason = {"code": "ROUTING_UNCONFIRMED", "detail": "the station stopped while the item was on the belt"}
+            # Armed: the gate may have carried the station's own CLEAR for it, whatever came later (a link
+            # loss turns every decision to INSPECT, too late to recall an arm): its record is that CLEAR.
+            armed = bool(track.get("armed"))
+            reason = {"code": "ROUTING_UNCONFIRMED", "detail": "the station stopped while the item was on the belt"
+                      + (" (its CLEAR was on the gate)" if armed else "")}
             row = ItemRow(
                 uid=str(uuid.uuid4()), track_id=0, item_id=track.get("item_id"), barcode=track.get("barcode"),
                 scan_id=track.get("scan_id"), image_path=None, image_sha256=track.get("image_sha256"),
