@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -64,19 +66,25 @@ def _iso(t: float) -> str:
 async def publish_quality(path: Path, writer: StoreWriter, topic: str, interval_s: float,
                           notify: Callable[[], None]) -> None:
     """Forever: every `interval_s`, the summary of the records received since the last one, into
-    the outbox (an interval with no records publishes nothing). Read and summed up on a thread of its
-    own: a bulk import can bring hundreds of thousands of records into one interval."""
+    the outbox (an interval with no records publishes nothing). Read and summed up in a process of its
+    own: a bulk import can bring hundreds of thousands of records into one interval, and parsing them
+    on a thread held the GIL long enough to stall the event loop for seconds (bench/import_stall.py)."""
+    loop = asyncio.get_running_loop()
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
     since = time.time()
-    while True:
-        await asyncio.sleep(interval_s)
-        until = time.time()
-        summary = await asyncio.to_thread(_summary, path, since, until)
-        if summary is not None:
-            message = OutboxMessage(f"ead-quality/{until:.3f}", topic, json.dumps(summary))
-            done = writer.submit(lambda store: store.enqueue([message]), want_result=True)
-            assert done is not None
-            done.add_done_callback(lambda _: notify())
-        since = until
+    try:
+        while True:
+            await asyncio.sleep(interval_s)
+            until = time.time()
+            summary = await loop.run_in_executor(pool, _summary, path, since, until)
+            if summary is not None:
+                message = OutboxMessage(f"ead-quality/{until:.3f}", topic, json.dumps(summary))
+                done = writer.submit(lambda store: store.enqueue([message]), want_result=True)
+                assert done is not None
+                done.add_done_callback(lambda _: notify())
+            since = until
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _summary(path: Path, since: float, until: float) -> dict[str, Any] | None:
