@@ -369,22 +369,17 @@ class LaneCore:
 
     # ---- bindings -----------------------------------------------------------------------------
 
-    def _here(self, t: float) -> float:
+    def _here(self, t: float, *, at_most: bool = False) -> float:
         """Where the belt is at `t` (a serial event's time). Polled, as a rule; while the PLC link is down,
-        run on at the last speed polled, until the PLC's watchdog will have stopped the belt."""
+        run on at the last speed polled (`at_most`: at the set-point, if the belt was still speeding up),
+        until the PLC's watchdog will have stopped the belt."""
         pos = self.position_mm or 0.0
         if self._blind_from is None:
             return pos
-        run_s = min(max(0.0, t - self._snapshot_t), BLIND_RUN_S)
-        return pos + max(0.0, float(self.values.get("belt_speed", 0.0))) * run_s
-
-    def _here_at_most(self, t: float) -> float:
-        """The farthest the belt can be at `t`: while blind, at the set-point speed if the belt was still
-        speeding up when last polled."""
-        if self._blind_from is None:
-            return self._here(t)
-        speed = max(float(self.values.get("belt_speed", 0.0)), self.lane.belt_speed_mm_s)
-        return (self.position_mm or 0.0) + speed * min(max(0.0, t - self._snapshot_t), BLIND_RUN_S)
+        speed = max(0.0, float(self.values.get("belt_speed", 0.0)))
+        if at_most:
+            speed = max(speed, self.lane.belt_speed_mm_s)
+        return pos + speed * min(max(0.0, t - self._snapshot_t), BLIND_RUN_S)
 
     def _nearest(self, position_mm: float, t: float, pending: Callable[[Track], bool]) -> Track | None:
         pos = self._here(t)
@@ -432,7 +427,7 @@ class LaneCore:
             return None
         blind, rw = self._blind_from is not None, self.lane.read_window_mm
         # Where the item entered: between the belt standing since the last poll and running on at speed.
-        entry_lo, entry_hi = self.position_mm - station_mm, self._here_at_most(t) - station_mm
+        entry_lo, entry_hi = self.position_mm - station_mm, self._here(t, at_most=True) - station_mm
         zone = next((z for z in self.blind if z.lo_mm - rw <= entry_hi and entry_lo <= z.hi_mm + rw), None)
         if zone is None:
             return None
@@ -468,13 +463,22 @@ class LaneCore:
             self._unconfirmed(track, "where it was on the belt was not known (it was read while the station "
                               "could not see the PLC, or the encoder jumped); the gate was held at INSPECT", t, out)
 
-    def _on_barcode(self, ev: m.BarcodeScanned, out: list[m.Command]) -> None:
-        track = self._nearest(self.lane.barcode_mm, ev.t, lambda tr: tr.barcode_state == "pending")
-        if track is None:
-            track = self._unseen_here(self.lane.barcode_mm, ev.t, "barcode reader", out)
+    def _bind(self, station_mm: float, t: float, pending: Callable[[Track], bool], reader: str, what: str,
+              unmatched: m.Alarm, out: list[m.Command], *, barcode: str | None = None,
+              scan_id: str | None = None) -> Track | None:
+        """The track a read at `station_mm` belongs to: the nearest one waiting for it, else one that
+        entered unseen. None for a second item's read inside a track (kept as its companion) and for
+        nobody's (`unmatched` is raised)."""
+        track = self._nearest(station_mm, t, pending) or self._unseen_here(station_mm, t, reader, out)
         if track is None and (self._blind_from is not None or not self._second_item(
-                self.lane.barcode_mm, ev.t, "barcode read", out, barcode=ev.code)):
-            out.append(m.Alarm("UNMATCHED_BARCODE", f"read {ev.code!r} with no item under the reader"))
+                station_mm, t, what, out, barcode=barcode, scan_id=scan_id)):
+            out.append(unmatched)
+        return track
+
+    def _on_barcode(self, ev: m.BarcodeScanned, out: list[m.Command]) -> None:
+        track = self._bind(self.lane.barcode_mm, ev.t, lambda tr: tr.barcode_state == "pending", "barcode reader",
+                           "barcode read", m.Alarm("UNMATCHED_BARCODE", f"read {ev.code!r} with no item under the reader"),
+                           out, barcode=ev.code)
         if track is None:
             return
         if ev.code is None:
@@ -491,12 +495,9 @@ class LaneCore:
         out.append(m.LookUpEad(track.track_id, ev.code))
 
     def _on_scan_started(self, ev: m.ScanStarted, out: list[m.Command]) -> None:
-        track = self._nearest(self.lane.tunnel_start_mm, ev.t, lambda tr: tr.scan_state == "pending")
-        if track is None:
-            track = self._unseen_here(self.lane.tunnel_start_mm, ev.t, "scanner", out)
-        if track is None and (self._blind_from is not None or not self._second_item(
-                self.lane.tunnel_start_mm, ev.t, "scan", out, scan_id=ev.scan_id)):
-            out.append(m.Alarm("UNMATCHED_SCAN", f"scan {ev.scan_id} started with no item at the tunnel"))
+        track = self._bind(self.lane.tunnel_start_mm, ev.t, lambda tr: tr.scan_state == "pending", "scanner", "scan",
+                           m.Alarm("UNMATCHED_SCAN", f"scan {ev.scan_id} started with no item at the tunnel"),
+                           out, scan_id=ev.scan_id)
         if track is None:
             return
         track.scan_id, track.scan_state = ev.scan_id, "started"
