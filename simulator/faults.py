@@ -23,6 +23,8 @@ FAULTS: dict[str, str] = {
     "serial-noise": "N random bytes of noise before every scanner frame (0 = off)",
     "serial-noise-rate": "N random bytes per second on the scanner line, whenever it is idle (0 = off)",
     "split-frames": "1: the scanner writes frames in random small pieces; 0: whole",
+    "scanner-unplug": "1: pull the scanner's serial cable (its port disappears); 0: plug it back in",
+    "barcode-unplug": "1: pull the barcode reader's serial cable (its port disappears); 0: plug it back in",
     "scanner-silent": "the next N scans start but never finish (no SCAN_DONE)",
     "image-missing": "the next N scans name an image file that is never written",
     "image-corrupt": "the next N scans write a bad image file, in turn: truncated, 0 bytes, a 60000 x 60000 header, PNG content named .xde",
@@ -38,9 +40,9 @@ FAULTS: dict[str, str] = {
                  "0: free it again",
 }
 SWITCHES = {"serial-noise", "serial-noise-rate", "split-frames", "plc-silent", "plc-exception", "plc-slow",
-            "plc-write-lag", "disk-full"}
+            "plc-write-lag", "disk-full", "scanner-unplug", "barcode-unplug"}
 COUNTED = {"scanner-silent", "image-missing", "image-corrupt", "jam", "noread", "touching", "close"}
-MAXIMUM = {"plc-exception": 255, "encoder-wrap": 2**32 - 1, "encoder-jump": 2**32 - 1}
+MAXIMUM = {"scanner-unplug": 1, "barcode-unplug": 1, "plc-exception": 255, "encoder-wrap": 2**32 - 1, "encoder-jump": 2**32 - 1}
 
 
 class FaultError(ValueError):

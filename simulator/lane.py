@@ -88,8 +88,9 @@ class SimLane:
             await self._stack.enter_async_context(self.central)
         self.plc = await self._stack.enter_async_context(
             SimPlc(self.belt, port=self.plc_port, on_events=self._on_events, profile=self.profile))
-        self.scanner = await self._stack.enter_async_context(SimScanner())
-        self.barcode = await self._stack.enter_async_context(SimBarcode())
+        # by stable names, as udev gives them: a device unplugged and plugged back is found at the same path
+        self.scanner = await self._stack.enter_async_context(SimScanner(link=self.workdir / "scanner"))
+        self.barcode = await self._stack.enter_async_context(SimBarcode(link=self.workdir / "barcode"))
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._feed()), loop.create_task(self._serial()),
                        loop.create_task(self._line_noise())]
@@ -151,6 +152,9 @@ class SimLane:
             self.scanner.noise_bytes_per_frame = arg
         elif name == "split-frames":
             self.scanner.split_writes = bool(arg)
+        elif name in ("scanner-unplug", "barcode-unplug"):
+            device = self.scanner if name == "scanner-unplug" else self.barcode
+            await (device.unplug() if arg else device.replug())
 
     def _take(self, name: str, item: b.SimItem) -> bool:
         """Consume one pending counted fault for this item."""

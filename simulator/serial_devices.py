@@ -72,6 +72,32 @@ class _PtyDevice:
                 os.close(fd)
         self._master = self._slave = -1
 
+    @property
+    def plugged(self) -> bool:
+        return self._master >= 0
+
+    async def unplug(self) -> None:
+        """Pull the cable: the pty and its link go away (the station's port hangs up); what the device
+        sends while unplugged is lost."""
+        if not self.plugged:
+            return
+        await self._stop_serving()
+        async with self._write_lock:
+            self._close_pty()
+
+    async def replug(self) -> None:
+        """Plug the cable back in: a new pty behind the same link (as udev would name it)."""
+        if self.plugged:
+            return
+        self._open_pty()
+        self._start_serving()
+
+    async def _stop_serving(self) -> None:
+        """What a device runs on its line stops (nothing to stop for a device that only talks)."""
+
+    def _start_serving(self) -> None:
+        """What a device runs on its line starts again after a replug."""
+
     async def _read(self) -> bytes:
         """Bytes the station wrote; waits for some."""
         loop = asyncio.get_running_loop()
@@ -87,8 +113,11 @@ class _PtyDevice:
                     loop.remove_reader(self._master)
 
     async def send_raw(self, data: bytes) -> None:
-        """Write bytes as they are (in random small chunks when ``split_writes``)."""
+        """Write bytes as they are (in random small chunks when ``split_writes``); dropped while unplugged."""
         async with self._write_lock:
+            if not self.plugged:
+                self.dropped_bytes += len(data)
+                return
             if not self.split_writes:
                 await self._write(data)
                 return
@@ -156,16 +185,22 @@ class SimScanner(_PtyDevice):
 
     async def __aenter__(self) -> SimScanner:
         self._open_pty()
-        self._spawn(self._serve(), "serve")
+        self._start_serving()
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
+        await self._stop_serving()
+        self._close_pty()
+
+    def _start_serving(self) -> None:
+        self._spawn(self._serve(), "serve")
+
+    async def _stop_serving(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._close_pty()
 
     # -- what the orchestrator (or a test) makes the scanner do --------------------------------
 
