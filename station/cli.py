@@ -13,12 +13,14 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Coroutine, Sequence
+import time
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from station.config import Config, ConfigError, load_config
 from station.diag import add_diag_commands
+from station.diag.render import table
 from station.ead.commands import add_ead_commands
 from station.model_tools import add_model_commands
 from station.rules_commands import add_rules_commands
@@ -72,10 +74,23 @@ def _parser() -> argparse.ArgumentParser:
                      help="append the ground truth to FILE as JSON lines: each item placed, and the bin it fell into")
     sim.set_defaults(handler=_sim)
 
-    lane = sub.add_parser("lane", help="operate the running lane: start, stop, reset (after an E-stop), status")
+    lane = sub.add_parser("lane", help="operate the running lane: status, start, stop, reset (after a fault), "
+                          "maintenance (belt stopped, every item INSPECT, PLC outputs to the technician)")
     _config_args(lane)
-    lane.add_argument("action", choices=["status", "start", "stop", "reset"])
+    lane.add_argument("action", choices=["status", "start", "stop", "reset", "maintenance"])
+    lane.add_argument("--json", action="store_true", help="the reply as one JSON object (status: the whole snapshot)")
     lane.set_defaults(handler=_lane)
+
+    alarm = sub.add_parser("alarm", help="the running lane's active alarms: list, acknowledge, clear")
+    alarm_sub = alarm.add_subparsers(required=True, metavar="ACTION")
+    for name, what in (("list", "the active alarms"), ("ack", "acknowledge an alarm: seen, being dealt with"),
+                       ("clear", "clear an alarm once its cause is put right (a held belt runs again)")):
+        p = alarm_sub.add_parser(name, help=what)
+        _config_args(p)
+        if name != "list":
+            p.add_argument("code", help="the alarm's code, as `station alarm list` shows it")
+        p.add_argument("--json", action="store_true", help="the reply as one JSON object")
+        p.set_defaults(handler=_alarm, alarm_action=name)
 
     config = sub.add_parser("config", help="configuration tools").add_subparsers(required=True, metavar="ACTION")
     check = config.add_parser("check", help="validate a configuration file")
@@ -132,8 +147,14 @@ def _run(args: argparse.Namespace) -> int:
     faults = _faults(args.fault)
     if faults is None:
         return 2
-    result = asyncio.run(_until_terminated(run_station(
-        config, simulate=args.simulate, items=args.items, plc_port=args.plc_port, faults=faults)))
+    from station.lock import DataDirLocked
+
+    try:
+        result = asyncio.run(_until_terminated(run_station(
+            config, simulate=args.simulate, items=args.items, plc_port=args.plc_port, faults=faults)))
+    except DataDirLocked as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if result is None:
         return 0  # stopped by SIGTERM, cleanly
     if args.simulate:
@@ -232,7 +253,62 @@ def _faults(texts: Sequence[str]) -> list[Fault] | None:
 
 
 def _lane(args: argparse.Namespace) -> int:
-    return _tell_daemon(args, args.action)
+    return _tell_daemon(args, args.action, show=None if args.json else status_lines)
+
+
+def _alarm(args: argparse.Namespace) -> int:
+    if args.alarm_action == "list":
+        return _tell_daemon(args, "status", show=None if args.json else alarm_lines)
+    return _tell_daemon(args, f"alarm-{args.alarm_action}", code=args.code, show=None if args.json else status_lines)
+
+
+def status_lines(status: dict[str, Any]) -> list[str]:
+    """A lane status snapshot (LaneStatus.as_dict) as a technician reads it on a terminal."""
+    at = time.strftime("%H:%M:%S", time.localtime(float(status["at"])))
+    reason = f" ({status['reason']})" if status.get("reason") else ""
+    model = status.get("model")
+    lines = [f"lane {status['site']}/{status['lane']}  {status['state']}{reason}  at {at}",
+             f"model  {model['name']} {model['version']}  {model['hash'][:16]}" if model else
+             "model  none: MANUAL_ONLY, every item to INSPECT",
+             "", *table(("device", "state", "last ok", "errors", "detail"),
+                         [(name, d["state"], _ago(d["last_success"], float(status["at"])),
+                           ", ".join(f"{k} {v}" for k, v in d["errors"].items()) or "-", d["detail"])
+                          for name, d in status["devices"].items()])]
+    c, o = status["counters"], status["outbox"]
+    reasons = ", ".join(f"{k} {v}" for k, v in c["by_reason"].items())
+    lines += ["", f"items  {c['items']}  cleared {c['cleared']}  inspected {c['inspected']}"
+              + (f"  ({reasons})" if reasons else ""),
+              f"outbox  {o['depth']} waiting" + (f", oldest {o['oldest_age_s']:g} s" if o["oldest_age_s"] is not None
+                                                 else "") + f", {o['published']} published this run"]
+    if status.get("unseen_belt_mm"):
+        lines.append(f"unseen belt  {status['unseen_belt_mm']} mm ahead of the gate: what is on it goes to INSPECT")
+    on_belt = status["on_belt"]
+    lines += ["", f"on the belt  {len(on_belt)}"]
+    if on_belt:
+        lines += table(("track", "item", "at mm", "decision", "gate", "problems"),
+                        [(str(t["track_id"]), t["item_id"] or "-", "-" if t["lead_mm"] is None else f"{t['lead_mm']:.0f}",
+                          t["decision"] or "pending", "CLEAR" if t["armed"] else "-", ", ".join(t["problems"]) or "-")
+                         for t in on_belt])
+    return lines + [""] + alarm_lines(status)
+
+
+def alarm_lines(status: dict[str, Any]) -> list[str]:
+    alarms = status["alarms"]
+    if not alarms:
+        return ["alarms  none active"]
+    now = float(status["at"])
+    return [f"alarms  {len(alarms)} active", *table(
+        ("code", "raised", "times", "acknowledged", "detail"),
+        [(a["code"], _ago(a["first_at"], now), str(a["count"]),
+          f"by {a['acked_by']}" if a["acked_by"] else "no", a["detail"]) for a in alarms])]
+
+
+def _ago(at: float | None, now: float) -> str:
+    if at is None:
+        return "never"
+    seconds = max(0.0, now - at)
+    return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago" if seconds < 7200 else \
+        time.strftime("%Y-%m-%d %H:%M", time.localtime(at))
 
 
 def _model_control(args: argparse.Namespace) -> int:
@@ -252,8 +328,10 @@ def add_model_control_commands(model: argparse._SubParsersAction) -> None:  # ty
         p.set_defaults(handler=_model_control, model_action=action)
 
 
-def _tell_daemon(args: argparse.Namespace, action: str, timeout: float = 5.0, **fields: str) -> int:
-    """One command to the running daemon's control socket; its JSON reply on standard output."""
+def _tell_daemon(args: argparse.Namespace, action: str, timeout: float = 5.0,
+                 show: Callable[[dict[str, Any]], list[str]] | None = None, **fields: object) -> int:
+    """One command to the running daemon's control socket; its reply on standard output, as JSON or as
+    `show` writes it for a person (with the refusal or error on standard error)."""
     from station.control import send, socket_path
 
     path = socket_path(_load(args).storage.data_dir)
@@ -262,7 +340,13 @@ def _tell_daemon(args: argparse.Namespace, action: str, timeout: float = 5.0, **
     except (OSError, TimeoutError) as err:
         print(f"no station answering on {path}: {err}", file=sys.stderr)
         return 1
-    print(json.dumps(reply))
+    if show is None:
+        print(json.dumps(reply))
+    else:
+        if not reply.get("ok"):
+            print(f"refused: {reply.get('error') or ', '.join(map(str, reply.get('refused', [])))}", file=sys.stderr)
+        if "state" in reply:
+            print("\n".join(show(reply)))
     return 0 if reply.get("ok") else 1
 
 

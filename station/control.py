@@ -1,10 +1,14 @@
-"""The operator's local control channel: `station lane start|stop|reset|status` and
-`station model load|rollback|status` talk to the daemon.
+"""The operator's local control channel: `station lane …`, `station alarm …`, `station model …` and
+`station diag plc write` reach the running daemon here.
 
 A Unix socket in the data directory (owner-only permissions), one JSON line each way:
-``{"action": "start"}``, ``{"action": "model-load", "path": "/abs/dir"}``. Every command is recorded
-in the alarms table as an audit line. This is the lane's way back after an E-stop until the web
-console exists.
+``{"action": "start"}``, ``{"action": "alarm-clear", "code": "SCANNER_DOWN"}``. Who asked is the OS user
+the kernel names for the connecting process (SO_PEERCRED), not what the request claims; every action
+that changes something is audited with that user in the store's `audit` table. `status` answers with
+the lane's current `LaneStatus` snapshot (station/lane/status.py) and nothing else.
+
+The socket belongs to the process holding the data folder's lock (station/lock.py): a second daemon
+never gets this far, so it never removes the first one's socket.
 """
 
 from __future__ import annotations
@@ -13,21 +17,49 @@ import asyncio
 import json
 import logging
 import os
-import time
+import pwd
+import socket
+import struct
 from pathlib import Path
 
-from station.lane import messages as m
+from drivers.plc import PlcError
+from station.lane.core import LaneState
 from station.lane.runtime import LaneRuntime
 from station.model_swap import ModelSwitch
 
 log = logging.getLogger(__name__)
 
-ACTIONS = ("start", "stop", "reset")
+LANE_ACTIONS = ("start", "stop", "reset", "maintenance")
 MODEL_ACTIONS = ("model-status", "model-load", "model-rollback")
+ALARM_ACTIONS = ("alarm-ack", "alarm-clear")
+ACTIONS = ("status", *LANE_ACTIONS, *ALARM_ACTIONS, *MODEL_ACTIONS, "plc-write")
+GOODS_OUTPUTS = ("gate_clear", "gate_clear_until_mm", "belt_run", "belt_speed_sp")  # a write here moves mail
 
 
 def socket_path(data_dir: Path) -> Path:
     return data_dir / "control.sock"
+
+
+def peer_user(sock: socket.socket | None) -> str:
+    """The OS user of the process at the other end of a Unix socket."""
+    if sock is None:
+        return "unknown"
+    try:
+        _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    except OSError:
+        return "unknown"
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def os_user() -> str:
+    """This process's OS user, as the audit names it."""
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return f"uid {os.getuid()}"
 
 
 class ControlServer:
@@ -40,7 +72,7 @@ class ControlServer:
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> ControlServer:
-        self.path.unlink(missing_ok=True)  # a socket left by a crashed daemon
+        self.path.unlink(missing_ok=True)  # a socket left by a crashed daemon (we hold the data folder's lock)
         self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
         os.chmod(self.path, 0o600)
         return self
@@ -52,15 +84,9 @@ class ControlServer:
         self.path.unlink(missing_ok=True)
 
     def status(self) -> dict[str, object]:
-        core = self.runtime.core
-        unseen = sum(z.length_mm for z in core.blind if z.length_mm != float("inf"))
-        return {"state": core.state.value, "fault": core.fault, "plc_up": core.plc_up,
-                "tracked": len(core.tracks), "items_stored": self.runtime.items_stored,
-                "manual_only": core.manual_only,
-                # belt that passed the entry eye unseen and has not yet passed the gate: held at INSPECT
-                "unseen_belt_mm": round(unseen), "store_pending": self.runtime.writer.pending}
+        return self.runtime.publish_status().as_dict()
 
-    async def handle(self, request: dict[str, object]) -> dict[str, object]:
+    async def handle(self, request: dict[str, object], who: str) -> dict[str, object]:
         action = str(request.get("action"))
         if action == "status":
             return {"ok": True, **self.status()}
@@ -70,18 +96,42 @@ class ControlServer:
             path = request.get("path")
             if action == "model-load" and not isinstance(path, str):
                 return {"ok": False, "error": "model-load needs a \"path\""}
-            self._audit(f"{action}{f' {path}' if path else ''} (control socket)")
+            self.runtime.audit(who, f"{action}{f' {path}' if path else ''}")
             return await (self.models.load(Path(str(path))) if action == "model-load" else self.models.rollback())
-        if action not in ACTIONS:
-            return {"ok": False, "error": f"unknown action {action!r}; expected status, {', '.join(ACTIONS + MODEL_ACTIONS)}"}
-        before = dict(self.runtime.alarms)
-        self.runtime.dispatch(m.Operator(time.monotonic(), action))  # type: ignore[arg-type]
-        self._audit(f"{action} (control socket)")
-        refused = {k: v for k, v in self.runtime.alarms.items() if v != before.get(k) and k.endswith("_REFUSED")}
-        return {"ok": not refused, **({"refused": sorted(refused)} if refused else {}), **self.status()}
+        if action in ALARM_ACTIONS:
+            code = request.get("code")
+            if not isinstance(code, str):
+                return {"ok": False, "error": f"{action} needs a \"code\""}
+            error = (self.runtime.ack_alarm if action == "alarm-ack" else self.runtime.clear_alarm)(code, who)
+            return {"ok": error is None, **({"error": error} if error else {}), **self.status()}
+        if action == "plc-write":
+            return await self._plc_write(request, who)
+        if action not in LANE_ACTIONS:
+            return {"ok": False, "error": f"unknown action {action!r}; expected {', '.join(ACTIONS)}"}
+        refused = self.runtime.operator(action, who)
+        return {"ok": not refused, **({"refused": refused} if refused else {}), **self.status()}
 
-    def _audit(self, what: str) -> None:
-        self.runtime.writer.submit(lambda store: store.add_alarm("OPERATOR", what))
+    async def _plc_write(self, request: dict[str, object], who: str) -> dict[str, object]:
+        """A technician's write to a PLC output through the running station (`station diag plc write`)."""
+        name, value = request.get("name"), request.get("value")
+        if not isinstance(name, str) or not isinstance(value, (bool, int, float)):
+            return {"ok": False, "error": "plc-write needs a \"name\" and a \"value\" (a number or true/false)"}
+        state = self.runtime.core.state
+        if name in GOODS_OUTPUTS and state is not LaneState.MAINTENANCE:
+            why = (f"{name} moves goods: refused while the lane is {state.value}; "
+                   "put it in maintenance first (`station lane maintenance`: belt stopped, every item INSPECT)")
+            self.runtime.audit(who, f"diag plc write {name}={value} refused: lane {state.value}")
+            return {"ok": False, "error": why}
+        self.runtime.audit(who, f"diag plc write {name}={value} (lane {state.value})")
+        try:
+            await self.runtime.plc.write(name, value)
+        except PlcError as err:
+            return {"ok": False, "error": f"{name}={value}: {err}"}
+        try:
+            back = None if self.runtime.plc.profile.by_name(name).pulse else await self.runtime.plc.read(name)
+        except PlcError as err:
+            return {"ok": False, "error": f"wrote {name}={value} but could not read it back: {err}"}
+        return {"ok": True, "written": {name: value}, "read_back": back}
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -94,9 +144,10 @@ class ControlServer:
             except ValueError:
                 reply: dict[str, object] = {"ok": False, "error": "expected one JSON line: {\"action\": ...}"}
             else:
+                who = peer_user(writer.get_extra_info("socket"))
                 if request["action"] not in ("status", "model-status"):
-                    log.info("operator: %s", request)
-                reply = await self.handle(request)
+                    log.info("control: %s by %s", request, who)
+                reply = await self.handle(request, who)
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
         except (TimeoutError, ConnectionError):
@@ -105,7 +156,7 @@ class ControlServer:
             writer.close()
 
 
-async def send(socket: Path, action: str, timeout: float = 5.0, **fields: str) -> dict[str, object]:
+async def send(socket: Path, action: str, timeout: float = 5.0, **fields: object) -> dict[str, object]:
     """One command to a running daemon. ConnectionError when none is listening there."""
     async with asyncio.timeout(timeout):
         reader, writer = await asyncio.open_unix_connection(str(socket))

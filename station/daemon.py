@@ -30,9 +30,10 @@ from station.ead.quality import publish_quality
 from station.ead.record import BadLine, EadRecord
 from station.inference import InferenceWorker
 from station.lane import messages as m
+from station.lock import DataDirLock
 from station.lane.core import LaneCore, LaneState
-from station.lane.runtime import LaneRuntime
-from station.model_swap import ModelSwitch
+from station.lane.runtime import READER_GRACE_S, LaneRuntime
+from station.model_swap import ModelSwitch, model_info
 from station.mqtt_link import CentralLink, Topics
 from station.rules import load_ruleset
 from station.store import Store
@@ -103,6 +104,7 @@ async def run_station(config: Config, *, simulate: bool = False, items: int | No
     data_dir.mkdir(parents=True, exist_ok=True)
     result = RunResult(store_path=data_dir / "station.db", started=started, started_at=time.time())
     async with AsyncExitStack() as stack:
+        stack.enter_context(DataDirLock(data_dir))  # first: a second station on this folder touches nothing
         store = stack.enter_context(Store(result.store_path))  # the loop's reader
         runtime: LaneRuntime | None = None
         full: list[tuple[bool, str]] = []  # what the writer reported before the runtime could hear it
@@ -146,7 +148,11 @@ async def run_station(config: Config, *, simulate: bool = False, items: int | No
         core = LaneCore(config.lane, manual_only=detector is None, decide_fn=ruleset.decide)
         runtime = LaneRuntime(core, store, writer, topics, plc=plc, spool_dir=spool_dir,
                               images_dir=data_dir / "images", worker=worker, max_image_bytes=max_image_bytes,
-                              on_stored=central.notify)
+                              on_stored=central.notify,
+                              devices={"plc": lambda: plc.health, "scanner": lambda: scanner.health,
+                                       "barcode": lambda: barcode.health, "mqtt": lambda: central.health})
+        runtime.published = lambda: central.published
+        runtime.set_model(model_info(detector), why)
         stack.push_async_callback(runtime.aclose)
         for is_full, why in full:
             runtime.store_full(is_full, why)
@@ -163,7 +169,8 @@ async def run_station(config: Config, *, simulate: bool = False, items: int | No
         try:
             async with asyncio.TaskGroup() as tasks:
                 for job in (runtime.pump_plc(), runtime.pump_writes(), runtime.pump_scanner(scanner),
-                            runtime.pump_barcode(barcode), runtime.tick(), runtime.watch_loop(), central.run(),
+                            runtime.pump_barcode(barcode), runtime.tick(), runtime.watch_loop(),
+                            runtime.watch_devices(), central.run(),
                             publish_quality(result.store_path, writer, topics.ead_quality,
                                             config.mqtt.ead_quality_interval_s, central.notify)):
                     tasks.create_task(job)
@@ -208,6 +215,13 @@ async def _start_when_ready(runtime: LaneRuntime, result: RunResult, central: Ce
         seq = (await runtime.plc.next_snapshot(seq)).seq
         await asyncio.sleep(0)  # pump_plc hands the same snapshot to the core
     result.ready_s = time.monotonic() - result.started
+    try:  # the serial readers answer within a moment of opening; one that does not holds the belt
+        async with asyncio.timeout(READER_GRACE_S):
+            while not runtime.readers_usable():
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        pass
+    runtime.check_readers(time.monotonic(), grace_s=0)  # a reader not usable now raises its alarm before the start
     try:  # a PLC whose watchdog tripped while no station ran (fault 1) clears once our heartbeat lands
         async with asyncio.timeout(grace_s):
             while runtime.core.values.get("fault_code") == FaultCode.HEARTBEAT_STALE:

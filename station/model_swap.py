@@ -25,6 +25,7 @@ from station.detector import Detector, ModelError, ModelIntegrityError
 from station.inference import InferenceWorker
 from station.lane import messages as m
 from station.lane.runtime import LaneRuntime
+from station.lane.status import ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,12 @@ def describe(detector: Detector | None) -> dict[str, object] | None:
     # "sha256" is the model's pin: the hash over its network and its manifest, as every item records it
     return {"name": man.name, "version": man.version, "sha256": detector.model_hash,
             "path": str(detector.path.parent), "classes": list(man.classes)}
+
+
+def model_info(detector: Detector | None) -> ModelInfo | None:
+    """What the lane status says of a model."""
+    return None if detector is None else ModelInfo(detector.manifest.name, detector.manifest.version,
+                                                    detector.model_hash)
 
 
 class ModelSwitch:
@@ -84,3 +91,4 @@ class ModelSwitch:
         self.worker.detector = detector
         self.why_none = why if detector is None else None
         self.runtime.dispatch(m.ModelChanged(time.monotonic(), None if detector is None else detector.model_hash))
+        self.runtime.set_model(model_info(detector), self.why_none)

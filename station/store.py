@@ -76,11 +76,21 @@ CREATE TABLE IF NOT EXISTS on_belt (  -- items the running station is tracking, 
     track TEXT NOT NULL,  -- JSON: what is known of it (ids, decision, whether its CLEAR was armed)
     at REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS alarms (
+CREATE TABLE IF NOT EXISTS alarms (  -- one row per raise; rows of a code not yet cleared are its active alarm
     id INTEGER PRIMARY KEY,
     at REAL NOT NULL,
     code TEXT NOT NULL,
-    detail TEXT NOT NULL
+    detail TEXT NOT NULL,
+    acked_at REAL,
+    acked_by TEXT,
+    cleared_at REAL,
+    cleared_by TEXT
+);
+CREATE TABLE IF NOT EXISTS audit (  -- every operator and technician action, with who did it
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    who TEXT NOT NULL,
+    action TEXT NOT NULL
 );
 """
 
@@ -152,6 +162,10 @@ class Store:
             self.db.execute("ALTER TABLE items ADD COLUMN explanation TEXT")
         if "revision" not in columns:
             self.db.execute("ALTER TABLE items ADD COLUMN revision INTEGER NOT NULL DEFAULT 1")
+        alarm_columns = {row["name"] for row in self.db.execute("PRAGMA table_info(alarms)")}
+        for name, kind in (("acked_at", "REAL"), ("acked_by", "TEXT"), ("cleared_at", "REAL"), ("cleared_by", "TEXT")):
+            if name not in alarm_columns:
+                self.db.execute(f"ALTER TABLE alarms ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         self.db.close()
@@ -240,8 +254,35 @@ class Store:
         rows = self.db.execute("SELECT key, track FROM on_belt ORDER BY at").fetchall()
         return [(r["key"], json.loads(r["track"])) for r in rows]
 
-    def add_alarm(self, code: str, detail: str) -> None:
-        self.db.execute("INSERT INTO alarms (at, code, detail) VALUES (?,?,?)", (time.time(), code, detail))
+    def add_alarm(self, code: str, detail: str, at: float | None = None, cleared_by: str | None = None) -> None:
+        """One raise of an alarm; a notice is stored cleared (`cleared_by`)."""
+        at = time.time() if at is None else at
+        self.db.execute("INSERT INTO alarms (at, code, detail, cleared_at, cleared_by) VALUES (?,?,?,?,?)",
+                        (at, code, detail, at if cleared_by else None, cleared_by))
+
+    def ack_alarm(self, code: str, by: str, at: float) -> None:
+        self.db.execute("UPDATE alarms SET acked_at = ?, acked_by = ? WHERE code = ? AND cleared_at IS NULL",
+                        (at, by, code))
+
+    def clear_alarm(self, code: str, by: str, at: float) -> None:
+        self.db.execute("UPDATE alarms SET cleared_at = ?, cleared_by = ? WHERE code = ? AND cleared_at IS NULL",
+                        (at, by, code))
+
+    def active_alarms(self) -> list[sqlite3.Row]:
+        """Per code not yet cleared: first and last raise, count, latest detail and acknowledgement."""
+        return self.db.execute(
+            "SELECT code, min(at) AS first_at, max(at) AS last_at, count(*) AS count, "
+            "(SELECT detail FROM alarms b WHERE b.code = a.code AND b.cleared_at IS NULL ORDER BY b.id DESC LIMIT 1)"
+            " AS detail, "
+            "(SELECT acked_by FROM alarms b WHERE b.code = a.code AND b.cleared_at IS NULL ORDER BY b.id DESC LIMIT 1)"
+            " AS acked_by, "
+            "(SELECT acked_at FROM alarms b WHERE b.code = a.code AND b.cleared_at IS NULL ORDER BY b.id DESC LIMIT 1)"
+            " AS acked_at "
+            "FROM alarms a WHERE cleared_at IS NULL GROUP BY code ORDER BY min(id)").fetchall()
+
+    def add_audit(self, who: str, action: str, at: float | None = None) -> None:
+        self.db.execute("INSERT INTO audit (at, who, action) VALUES (?,?,?)",
+                        (time.time() if at is None else at, who, action))
 
     # ---- EAD ----------------------------------------------------------------------------------
 
@@ -300,6 +341,11 @@ class Store:
 
     def outbox_count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+    def outbox_depth(self) -> tuple[int, float | None]:
+        """Messages waiting for the broker, and when the oldest was queued (time.time())."""
+        count, oldest = self.db.execute("SELECT count(*), min(created_at) FROM outbox").fetchone()
+        return int(count), oldest
 
 
 def _owner_only(path: Path) -> None:

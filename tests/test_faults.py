@@ -16,6 +16,7 @@ from pathlib import Path
 
 from drivers.health import HealthState
 from simulator.faults import Fault
+from station.control import os_user
 from station.config import Config, LaneSection, SimulatorSection, StorageSection
 from station.daemon import Lane, run_station
 from station.lane import messages as m
@@ -59,7 +60,8 @@ async def station_command(data_dir: Path, *args: str, cwd: Path | None = None) -
     """A `station lane|model ...` command as an operator types it, against the daemon of `data_dir`:
     its one JSON reply, whose `ok` must agree with the exit code."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "station.cli", *args, "--data-dir", str(data_dir), cwd=cwd,
+        sys.executable, "-m", "station.cli", *args, *(["--json"] if args[0] in ("lane", "alarm") else []),
+        "--data-dir", str(data_dir), cwd=cwd,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await proc.communicate()
     reply = json.loads(out)
@@ -381,12 +383,13 @@ def test_the_operator_resets_and_restarts_through_station_lane(tmp_path: Path) -
         assert started["ok"] is True and started["state"] == "RUNNING"
         await until(lambda: lane.sim.belt.running, why="belt running")  # type: ignore[union-attr]
         status = await station_lane("status")
-        assert status["plc_up"] is True
+        assert status["state"] == "RUNNING" and status["devices"]["plc"]["state"] == "up"  # type: ignore[index]
 
     run(tmp_path, control)
     with Store(tmp_path / "station.db") as store:
-        audit = [r["detail"] for r in store.db.execute("SELECT detail FROM alarms WHERE code = 'OPERATOR'")]
-    assert audit == ["reset (control socket)", "reset (control socket)", "start (control socket)"]
+        audit = [(r["who"], r["action"]) for r in store.db.execute("SELECT who, action FROM audit")]
+    me = os_user()
+    assert audit == [(me, "lane reset"), (me, "lane reset"), (me, "lane start")]
 
 
 def test_plc_replies_later_than_the_timeout_fault_the_lane_and_the_belt_still_stops(tmp_path: Path) -> None:

@@ -16,12 +16,16 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from pathlib import Path
 
 from drivers.links import Link, RtuLink, TcpLink
 from drivers.plc import Plc, PlcError, PlcWriteError
 from drivers.plc_io import PlcIo
 from drivers.profile import Profile, ProfileError, Register, Value, load_profile
 from station.config import Config
+from station.control import os_user, send, socket_path
+from station.lock import holder
+from station.store import Store
 from station.diag import FAIL, PASS, DiagFailed, DiagUsage
 from station.diag.render import REGISTER_HEADER, health_text, register_row, table, value_text
 
@@ -46,10 +50,31 @@ def read(args: argparse.Namespace) -> int:
 
 
 def write(args: argparse.Namespace) -> int:
+    """A write goes through the station running on this data folder when there is one (which refuses
+    outputs that move goods unless the lane is in maintenance), else straight to the PLC; audited either way."""
     config, profile, link = _setup(args)
     reg = _register(profile, args.register)
     value = parse_value(reg, args.value)
+    data_dir = config.storage.data_dir
+    if (pid := holder(data_dir)) is not None:
+        return asyncio.run(_write_through_station(data_dir, pid, reg, value))
+    with Store(data_dir / "station.db") as store:
+        store.add_audit(os_user(), f"diag plc write {reg.name}={value_text(value)} (no station running)")
     return asyncio.run(_write(config, profile, link, reg, value))
+
+
+async def _write_through_station(data_dir: Path, pid: int, reg: Register, value: Value) -> int:
+    try:
+        reply = await send(socket_path(data_dir), "plc-write", 10.0, name=reg.name, value=value)
+    except (OSError, TimeoutError) as err:
+        raise DiagFailed(f"the station (PID {pid}) holds this lane but does not answer on its control socket: "
+                         f"{err}; nothing written") from err
+    if not reply.get("ok"):
+        raise DiagFailed(f"refused by the running station (PID {pid}): {reply.get('error')}")
+    back = reply.get("read_back")
+    print(f"wrote {reg.name} = {value_text(value)} {reg.unit}".rstrip() + f" through the running station (PID {pid})"
+          + ("" if back is None else f"; read back: {value_text(back)}"))  # type: ignore[arg-type]
+    return PASS
 
 
 def watch(args: argparse.Namespace) -> int:

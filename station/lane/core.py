@@ -44,14 +44,17 @@ MATCH_SLACK_MM = 20.0  # how far past its expected place an item may reach the g
 UNTIL_SLACK_MM = 20.0  # an arm expires this far past where its item's lead reaches the gate at the latest
 SPAN_SLACK_MM = 50.0  # a second label or scan this close to an item's extent is inside it (items touching)
 BLIND_RUN_S = 1.2  # with the station's heartbeat gone, the PLC's watchdog stops the belt within this
+SILENT_AFTER_ITEMS = 3  # this many items in a row passing a reader with no word from it: the reader is silent
+READER_CODES = {"scanner": ("SCANNER_DOWN", "SCANNER_SILENT"), "barcode": ("BARCODE_DOWN", "BARCODE_SILENT")}
 
 
 class LaneState(str, Enum):
     STOPPED = "STOPPED"
     RUNNING = "RUNNING"
-    PAUSED = "PAUSED"  # belt held by the station itself (storage full) until the cause clears
+    PAUSED = "PAUSED"  # belt held by the station itself (storage full, a reader lost) until the cause clears
     FAULT = "FAULT"
     ESTOP = "ESTOP"
+    MAINTENANCE = "MAINTENANCE"  # a technician's: belt stopped by the station, every item INSPECT
 
 
 class LaneCore:
@@ -69,6 +72,9 @@ class LaneCore:
         self.blind: list[BlindZone] = []  # belt not seen at the entry eye, not yet past the gate
         self.unplaced: list[Track] = []  # items read while the station was blind, not yet recorded
         self.store_full = False
+        self.holds: dict[str, str] = {}  # why the station holds the belt (alarm code -> detail): PAUSED while any
+        self.readers_down: dict[str, str] = {}  # reader -> why it is not usable now
+        self._missed = {"scanner": 0, "barcode": 0}  # items in a row that passed the reader with no word from it
         self._reset_estop = False  # an E-stop reset was written and the lane has not started since
         self.gate = GateOutput()  # what the station asked of the divert gate, and its read-back
         self._blind_from: float | None = None  # the PLC link was lost at this position
@@ -116,6 +122,11 @@ class LaneCore:
                 self.manual_only = model_hash is None  # scans already being analysed finish on the old model
             case m.StoreFull():
                 self._on_store(event, out)
+            case m.ReaderLink():
+                self._on_reader_link(event, out)
+            case m.AlarmCleared(code=code):
+                if code in self.holds and not self.why_held(code):
+                    self._release(code, out)
         self._check_positions(event.t, out)
         self._decide_ready(event.t)
         self._drive_gate(event.t, out)
@@ -150,7 +161,8 @@ class LaneCore:
         pos = self.position_mm
         assert pos is not None
         self._moved_mm = 0.0 if first or jumped else step
-        self.gate.read_back(now, snap.t, self.tracks, out)
+        if self.state is not LaneState.MAINTENANCE:  # in maintenance the outputs are the technician's
+            self.gate.read_back(now, snap.t, self.tracks, out)
         self.values, self._snapshot_t, self.plc_up = now, snap.t, True
         if self._at_gate is not None:
             self._confirm_route(self._at_gate, unseen=self._blind_from is not None or jumped, out=out)
@@ -222,6 +234,8 @@ class LaneCore:
         self._next_id += 1
         if self.state in (LaneState.FAULT, LaneState.ESTOP):
             track.problems.append(m.Reason(self.fault or self.state.value, "the lane was in fault when the item entered"))
+        elif self.state is LaneState.MAINTENANCE:
+            track.problems.append(m.Reason("MAINTENANCE", "the lane was in maintenance when the item entered"))
         prev = self.tracks[-1] if self.tracks else None
         if prev is not None and prev.length_mm is not None and not any(r.code == "ENTERED_UNSEEN" for r in prev.problems):
             gap = entry_mm - (prev.entry_mm + prev.length_mm)  # at most the real gap (a guessed one says nothing)
@@ -476,6 +490,7 @@ class LaneCore:
         return track
 
     def _on_barcode(self, ev: m.BarcodeScanned, out: list[m.Command]) -> None:
+        self._missed["barcode"] = 0  # a read or a no-read: the reader is alive
         track = self._bind(self.lane.barcode_mm, ev.t, lambda tr: tr.barcode_state == "pending", "barcode reader",
                            "barcode read", m.Alarm("UNMATCHED_BARCODE", f"read {ev.code!r} with no item under the reader"),
                            out, barcode=ev.code)
@@ -495,6 +510,7 @@ class LaneCore:
         out.append(m.LookUpEad(track.track_id, ev.code))
 
     def _on_scan_started(self, ev: m.ScanStarted, out: list[m.Command]) -> None:
+        self._missed["scanner"] = 0
         track = self._bind(self.lane.tunnel_start_mm, ev.t, lambda tr: tr.scan_state == "pending", "scanner", "scan",
                            m.Alarm("UNMATCHED_SCAN", f"scan {ev.scan_id} started with no item at the tunnel"),
                            out, scan_id=ev.scan_id)
@@ -572,9 +588,11 @@ class LaneCore:
             if track.barcode_state == "pending" and lead > lane.barcode_mm + lane.read_window_mm:
                 track.barcode_state, track.ead_state = "missing", "not_looked_up"
                 track.id_problem = m.Reason("NO_READ", "the barcode reader reported nothing for this item")
+                self._passed_unread("barcode", out)
             if track.scan_state == "pending" and lead > lane.tunnel_start_mm + lane.read_window_mm:
                 track.scan_state = "missing"
                 track.problems.append(m.Reason("SCAN_MISSING", "the scanner did not scan this item"))
+                self._passed_unread("scanner", out)
             if track.decision is None and self._past_deadline(track, t):
                 track.problems.append(m.Reason("DECISION_LATE", self._late_detail(track)))
                 out.append(m.Alarm("DECISION_LATE", f"track {track.track_id}: {self._late_detail(track)}"))
@@ -645,7 +663,7 @@ class LaneCore:
                 and (self.position_mm or 0.0) >= self._gate_busy_to_mm)
 
     def _drive_gate(self, t: float, out: list[m.Command]) -> None:
-        if not self.plc_up or self.position_mm is None:
+        if not self.plc_up or self.position_mm is None or self.state is LaneState.MAINTENANCE:
             return
         head = self.tracks[0] if self.tracks else None
         want = head if head is not None and self._may_clear(head) else None
@@ -667,20 +685,78 @@ class LaneCore:
             track.problems.append(m.Reason(code, f"{detail} while the item was on the belt"))
 
     def _on_store(self, ev: m.StoreFull, out: list[m.Command]) -> None:
-        self.store_full = ev.full
-        if ev.full and self.state is LaneState.RUNNING:
-            self.state, self.fault = LaneState.PAUSED, "DISK_FULL"
-            out.append(m.Alarm("DISK_FULL", f"{ev.detail}; the belt is paused until space returns"))
-            out.append(m.WriteOutput("belt_run", False))
-        elif not ev.full and self.state is LaneState.PAUSED and self.fault == "DISK_FULL":
-            self.state, self.fault = LaneState.STOPPED, None
+        was_full, self.store_full = self.store_full, ev.full
+        if ev.full and not was_full:
+            self._hold("DISK_FULL", f"{ev.detail}; the belt is paused until space returns", out)
+        elif was_full and not ev.full:
             out.append(m.Alarm("DISK_SPACE_BACK", ev.detail or "the store takes records again"))
-            self._start(out)
+            self._release("DISK_FULL", out)
+
+    # ---- the belt held by the station (PAUSED) ------------------------------------------------
+
+    def _on_reader_link(self, ev: m.ReaderLink, out: list[m.Command]) -> None:
+        if ev.up:
+            self.readers_down.pop(ev.reader, None)  # its alarm stays until the operator clears it
+            return
+        if ev.reader not in self.readers_down:
+            self.readers_down[ev.reader] = ev.detail
+            self._hold(READER_CODES[ev.reader][0], f"{ev.detail}: no item can be {_READ[ev.reader]}; the belt is "
+                       "paused until the operator clears this alarm", out)
+
+    def _passed_unread(self, reader: str, out: list[m.Command]) -> None:
+        """One more item passed `reader` with no word from it; a few in a row and it is silent."""
+        self._missed[reader] += 1
+        if self._missed[reader] == SILENT_AFTER_ITEMS:
+            self._hold(READER_CODES[reader][1], f"{SILENT_AFTER_ITEMS} items in a row passed the {reader} with no "
+                       f"word from it: nothing is being {_READ[reader]}; the belt is paused until the operator "
+                       "clears this alarm", out)
+
+    def _hold(self, code: str, detail: str, out: list[m.Command]) -> None:
+        """The station holds the belt for `code` (an alarm raised now) until it is released."""
+        self.holds[code] = detail
+        out.append(m.Alarm(code, detail))
+        if self.state is LaneState.RUNNING:
+            self.state, self.fault = LaneState.PAUSED, code
+            out.append(m.WriteOutput("belt_run", False))
+
+    def _release(self, code: str, out: list[m.Command]) -> None:
+        """`code` no longer holds the belt: with nothing else holding it, a paused lane runs again."""
+        self.holds.pop(code, None)
+        if self.state is LaneState.PAUSED:
+            if self.holds:
+                self.fault = next(iter(self.holds))
+            else:
+                self.state, self.fault = LaneState.STOPPED, None
+                self._start(out)
+
+    def why_held(self, code: str) -> str:
+        """Why the alarm `code` cannot be cleared now ('' when it can): its condition still holds."""
+        for reader, codes in READER_CODES.items():
+            if code == codes[0] and reader in self.readers_down:
+                return f"the {reader} is still not usable: {self.readers_down[reader]}"
+        if code == "DISK_FULL" and self.store_full:
+            return "the store is still full"
+        if code == self.fault and self.state in (LaneState.FAULT, LaneState.ESTOP):
+            return "the lane is in fault for it: reset the lane (its reset clears it)"
+        return ""
 
     def _on_operator(self, ev: m.Operator, out: list[m.Command]) -> None:
         if ev.action == "stop":
             if self.state in (LaneState.RUNNING, LaneState.PAUSED):
                 self.state, self.fault = LaneState.STOPPED, None
+            out.append(m.WriteOutput("belt_run", False))
+        elif ev.action == "maintenance":
+            if self.state is LaneState.ESTOP:
+                out.append(m.Alarm("START_REFUSED", "cannot enter maintenance during an E-stop: reset it first"))
+                return
+            if self.state is not LaneState.MAINTENANCE:
+                self.state, self.fault = LaneState.MAINTENANCE, None
+                out.append(m.WriteOutput("belt_run", False))
+                self.gate.drive(None, 0, self.values, ev.t, out)  # a CLEAR not yet used is taken back first
+                for track in self.tracks:
+                    track.add_problem("MAINTENANCE", "the lane went into maintenance while the item was on the belt")
+        elif ev.action == "reset" and self.state is LaneState.MAINTENANCE:
+            self.state = LaneState.STOPPED  # the gate goes back to the station (INSPECT), the belt stays stopped
             out.append(m.WriteOutput("belt_run", False))
         elif ev.action == "reset":
             blocker = self._blocker(allow_estop_code=self.state is LaneState.ESTOP)
@@ -702,7 +778,8 @@ class LaneCore:
     def _start(self, out: list[m.Command]) -> None:
         # Just after an E-stop reset, the PLC's fault 2 is the pulse not yet polled: it is written before
         # the start, so the PLC clears the fault first.
-        blocker = self._blocker(allow_estop_code=self._reset_estop) or ("the store is full" if self.store_full else "")
+        blocker = self._blocker(allow_estop_code=self._reset_estop) or (
+            f"held for {', '.join(self.holds)}" if self.holds else "")
         if self.state is LaneState.STOPPED and not blocker:
             self.state, self._reset_estop = LaneState.RUNNING, False
             out.append(m.WriteOutput("belt_speed_sp", self.lane.belt_speed_mm_s))
@@ -730,3 +807,6 @@ class LaneCore:
         for companion in track.companions:
             self._decide_now(companion, t)
             out.append(routed_record(companion, routed))
+
+
+_READ = {"scanner": "scanned", "barcode": "identified"}

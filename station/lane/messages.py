@@ -111,7 +111,7 @@ class EadArrived:
 @dataclass(frozen=True)
 class Operator:
     t: float
-    action: Literal["start", "stop", "reset"]
+    action: Literal["start", "stop", "reset", "maintenance"]
 
 
 @dataclass(frozen=True)
@@ -136,8 +136,27 @@ class StoreFull:
     detail: str = ""
 
 
-Event = Union[Snapshot, PlcLink, BarcodeScanned, ScanStarted, ScanDone, InterlockChanged,
-              InferenceDone, InferenceFailed, EadResolved, EadArrived, Operator, Tick, ModelChanged, StoreFull]
+@dataclass(frozen=True)
+class ReaderLink:
+    """The scanner or the barcode reader became usable, or stopped being usable (absent, unplugged, silent)."""
+
+    t: float
+    reader: Literal["scanner", "barcode"]
+    up: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class AlarmCleared:
+    """The operator cleared an active alarm (the runtime checked the core's `holds` first)."""
+
+    t: float
+    code: str
+
+
+Event = Union[Snapshot, PlcLink, BarcodeScanned, ScanStarted, ScanDone, InterlockChanged, InferenceDone,
+              InferenceFailed, EadResolved, EadArrived, Operator, Tick, ModelChanged, StoreFull, ReaderLink,
+              AlarmCleared]
 
 
 # ---- commands -----------------------------------------------------------------------------------

@@ -16,21 +16,24 @@ import logging
 import sqlite3
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
 from dataclasses import fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from drivers.barcode import BarcodeReader
+from drivers.health import DeviceHealth, HealthState
 from drivers.plc import Plc, PlcError, PlcWriteError
 from drivers.scanner import Scanner
 from drivers.scanner_events import Interlock, ScanDone, ScanStarted
 from station.ead.checks import check_record
 from station.ead.record import EadRecord, RecordInvalid, parse_json_record
+from station.alarms import NOTICES, STATION, ActiveAlarm, AlarmBook
 from station.inference import InferenceProblem, InferenceWorker
 from station.lane import messages as m
-from station.lane.core import LaneCore
+from station.lane.core import LaneCore, LaneState
+from station.lane.status import Counters, DeviceStatus, LaneStatus, ModelInfo, OnBelt, Outbox, StatusBoard
 from station.mqtt_link import Topics
 from station.risk import Evidence, with_declaration
 from station.spool import SpoolError, keep_image
@@ -39,11 +42,14 @@ from station.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
+READER_GRACE_S = 2.0  # a scanner or barcode reader still connecting after this long is not usable
+
 
 class LaneRuntime:
     def __init__(self, core: LaneCore, store: Store, writer: StoreWriter, topics: Topics, *, plc: Plc,
                  spool_dir: Path, images_dir: Path, worker: InferenceWorker, max_image_bytes: int = 64 * 2**20,
-                 on_stored: Callable[[], None] = lambda: None) -> None:
+                 on_stored: Callable[[], None] = lambda: None,
+                 devices: Mapping[str, Callable[[], DeviceHealth]] | None = None) -> None:
         self.core = core
         self.decide = core.decide  # the rule set, also for decisions revised after routing
         self.store = store  # this loop's reading connection: WAL readers never wait for the writer
@@ -64,6 +70,23 @@ class LaneRuntime:
         self._writes: asyncio.Queue[m.WriteOutput] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._kept: dict[int, tuple[object, ...]] = {}  # track id -> what the store holds of it on the belt
+        # ---- what the status snapshot is made of
+        self.devices = dict(devices or {})  # health of the devices the runtime does not own: plc, scanner, ...
+        self.board = StatusBoard()
+        self.book = AlarmBook(ActiveAlarm(r["code"], r["detail"], r["first_at"], r["last_at"], r["count"],
+                                          r["acked_by"], r["acked_at"]) for r in store.active_alarms())
+        self.model: ModelInfo | None = None
+        self.why_no_model: str | None = None
+        self.detector_health = DeviceHealth("detector")
+        self.ead_health = DeviceHealth("ead")
+        self.counters = Counters()
+        self.outbox = Outbox(0, None, 0)
+        self.published = lambda: 0  # how many messages this run has published (the central link's count)
+        self._reasons: Counter[str] = Counter()
+        self._weighed_at: float | None = None
+        self._not_usable_since: dict[str, float] = {}
+        self._reported_down: set[str] = set()
+        self._publish_due = False
 
     # ---- the one way in -----------------------------------------------------------------------
 
@@ -81,6 +104,7 @@ class LaneRuntime:
             self._queue.clear()  # a bug in the core must crash the daemon, not leave later events queued forever
             raise
         self._keep_tracks()
+        self.publish_soon()
 
     def _execute(self, cmd: m.Command) -> None:
         match cmd:
@@ -113,6 +137,7 @@ class LaneRuntime:
         try:
             record = parse_json_record(payload)
         except RecordInvalid as err:  # not JSON, or not a record: names the field
+            self.ead_health = self.ead_health.failed("rejected", f"{topic}: {err}", HealthState.DEGRADED)
             self.dispatch_alarm("EAD_REJECTED", f"{topic}: {err}")
             return
         future = self.writer.submit(lambda store: store.upsert_ead(record, source="mqtt"), want_result=True)
@@ -122,11 +147,14 @@ class LaneRuntime:
     def _ead_stored(self, topic: str, record: EadRecord, done: asyncio.Future[bool]) -> None:
         err = done.exception()
         if isinstance(err, RecordInvalid):  # a version jump the store refuses: names the field
+            self.ead_health = self.ead_health.failed("rejected", f"{topic}: {err}", HealthState.DEGRADED)
             self.dispatch_alarm("EAD_REJECTED", f"{topic}: {err}")
             return
         if err is not None:
+            self.ead_health = self.ead_health.failed("not_stored", f"{topic}: {err}", HealthState.DEGRADED)
             self.dispatch_alarm("EAD_NOT_STORED", f"{topic}: {record.item_id}: {err}")
             return
+        self.ead_health = self.ead_health.ok(f"last record {record.item_id} v{record.version}")
         if not done.result():
             return  # this version (or a later one) is already here
         findings = check_record(record)
@@ -136,7 +164,65 @@ class LaneRuntime:
     def dispatch_alarm(self, code: str, detail: str) -> None:
         self.alarms[code] = self.alarms.get(code, 0) + 1
         log.warning("alarm %s: %s", code, detail)
-        self.writer.submit(lambda store: store.add_alarm(code, detail))
+        at = time.time()
+        self.book.raised(code, detail, at)
+        notice = STATION if code in NOTICES else None
+        self.writer.submit(lambda store: store.add_alarm(code, detail, at, cleared_by=notice))
+        self.publish_soon()
+
+    # ---- the operator's way in ----------------------------------------------------------------
+
+    def operator(self, action: str, by: str) -> list[str]:
+        """An operator's command to the lane, audited with who gave it. Returns the alarms it was refused with."""
+        before, fault, state = dict(self.alarms), self.core.fault, self.core.state
+        self.audit(by, f"lane {action}")
+        self.dispatch(m.Operator(time.monotonic(), action))  # type: ignore[arg-type]
+        if action == "reset" and state in (LaneState.FAULT, LaneState.ESTOP) and self.core.state is LaneState.STOPPED:
+            for code in {fault or state.value, state.value} & {a.code for a in self.book.active}:
+                self._clear(code, by)  # the reset was the fault's clear
+        return sorted(k for k, v in self.alarms.items() if v != before.get(k) and k.endswith("_REFUSED"))
+
+    def ack_alarm(self, code: str, by: str) -> str | None:
+        """Acknowledge an active alarm; None, or why not."""
+        if self.book.get(code) is None:
+            return f"no active alarm {code}"
+        at = time.time()
+        self.book.acked(code, by, at)
+        self.audit(by, f"alarm ack {code}")
+        self.writer.submit(lambda store: store.ack_alarm(code, by, at))
+        self.publish_soon()
+        return None
+
+    def clear_alarm(self, code: str, by: str) -> str | None:
+        """Clear an active alarm (and release the belt if it held it); None, or why not."""
+        if self.book.get(code) is None:
+            return f"no active alarm {code}"
+        if why := self.core.why_held(code) or self._reader_not_back(code):
+            self.audit(by, f"alarm clear {code} refused: {why}")
+            return f"{code} cannot be cleared yet: {why}"
+        self.audit(by, f"alarm clear {code}")
+        self._clear(code, by)
+        self.dispatch(m.AlarmCleared(time.monotonic(), code))
+        return None
+
+    def _clear(self, code: str, by: str) -> None:
+        at = time.time()
+        self.book.cleared(code)
+        self.writer.submit(lambda store: store.clear_alarm(code, by, at))
+        self.publish_soon()
+
+    def _reader_not_back(self, code: str) -> str:
+        """A reader's alarm is not cleared while its health still says it is not usable."""
+        for reader in ("scanner", "barcode"):
+            if code.startswith(reader.upper() + "_") and reader in self.devices:
+                health = self.devices[reader]()
+                if health.state not in (HealthState.UP, HealthState.DEGRADED):
+                    return f"the {reader} is {health.state.value}: {health.detail}"
+        return ""
+
+    def audit(self, who: str, action: str) -> None:
+        log.info("audit: %s: %s", who, action)
+        self.writer.submit(lambda store: store.add_audit(who, action))
 
     def store_full(self, full: bool, why: str) -> None:
         """The writer's report: the store cannot take more (the lane pauses), or can again."""
@@ -151,8 +237,10 @@ class LaneRuntime:
         try:
             found, model_hash = await self.worker.run(Path(cmd.path), cmd.sha256)
         except InferenceProblem as err:
+            self.detector_health = self.detector_health.failed(err.reason.code, err.reason.detail, HealthState.DEGRADED)
             self.dispatch(m.InferenceFailed(time.monotonic(), cmd.track_id, err.reason))
         else:
+            self.detector_health = self.detector_health.ok()
             self.dispatch(m.InferenceDone(time.monotonic(), cmd.track_id, found, model_hash))
 
     # ---- items on the belt, kept in the store -------------------------------------------------
@@ -216,6 +304,13 @@ class LaneRuntime:
         self._kept.pop(item.track_id, None)
         self._record(row, payload, item.image_path, self._belt_key(item.track_id) if item.track_id > 0 else None)
 
+    def _count(self, row: ItemRow) -> None:
+        c = self.counters
+        if row.decision == "INSPECT":
+            self._reasons.update({str(r["code"]) for r in row.reasons})
+        self.counters = Counters(c.items + 1, c.cleared + (row.decision == "CLEAR"),
+                                 c.inspected + (row.decision == "INSPECT"), tuple(sorted(self._reasons.items())))
+
     def _record(self, row: ItemRow, payload: dict[str, object], spooled: str | None, on_belt_key: str | None,
                 this_run: bool = True) -> None:
         """Store an item with its messages on the writer's thread, its scan moved out of the spool first."""
@@ -229,16 +324,21 @@ class LaneRuntime:
 
         future = self.writer.submit(job, want_result=True)
         assert future is not None
-        future.add_done_callback(self._item_stored if this_run else lambda _: self.on_stored())
+        future.add_done_callback(lambda done: self._item_stored(done, row) if this_run else self.on_stored())
 
-    def _item_stored(self, done: asyncio.Future[None]) -> None:
+    def _item_stored(self, done: asyncio.Future[None], row: ItemRow) -> None:
         if done.exception() is not None:
             log.error("item not stored", exc_info=done.exception())
             self.dispatch_alarm("ITEM_NOT_STORED", f"{done.exception()}")
             return
         self.items_stored += 1
+        self._count(row)
+        log.info("item %s %s: %s, routed %s%s, %s", row.item_id or row.barcode or "(no id)",
+                 row.scan_id or "(no scan)", row.decision, row.routed, f" ({', '.join(str(r['code']) for r in row.reasons)})" if row.reasons else "",
+                 "latency -" if row.decision_latency_ms is None else f"latency {row.decision_latency_ms:.0f} ms")
         self.on_stored()
         self.item_stored.set()
+        self.publish_soon()
 
     def _keep_image(self, spooled: str | None, scan_id: str | None, uid: str,
                     loop: asyncio.AbstractEventLoop) -> str | None:
@@ -301,6 +401,104 @@ class LaneRuntime:
                 return
             await self.item_stored.wait()
 
+    # ---- the status snapshot ------------------------------------------------------------------
+
+    def set_model(self, model: ModelInfo | None, why_none: str | None = None) -> None:
+        self.model, self.why_no_model = model, why_none
+        self.publish_soon()
+
+    def publish_soon(self) -> None:
+        """Publish a new snapshot once the events being handled now are done (one per loop turn)."""
+        if not self._publish_due:
+            self._publish_due = True
+            asyncio.get_running_loop().call_soon(self.publish_status)
+
+    def publish_status(self) -> LaneStatus:
+        self._publish_due = False
+        current = self.board.current
+        status = self.build_status(1 if current is None else current.seq + 1)
+        self.board.publish(status)
+        return self.board.current or status
+
+    def build_status(self, seq: int) -> LaneStatus:
+        core, pos = self.core, self.core.position_mm
+        reason = core.fault or (next(iter(core.holds)) if core.holds else None)
+        on_belt = tuple(OnBelt(t.track_id, t.item_id, None if pos is None else round(t.lead(pos), 1),
+                               t.decision.decision if t.decision else None, t.clear_on_gate or t.armed_with is not None,
+                               tuple(dict.fromkeys(r.code for r in t.problems)))
+                        for t in core.tracks)
+        unseen = sum(z.length_mm for z in core.blind if z.length_mm != float("inf"))
+        return LaneStatus(seq, time.time(), self.topics.site, self.topics.lane, core.state.value, reason,
+                          core.manual_only, self.model, self._device_statuses(), self.outbox, self.counters, on_belt,
+                          self.book.active, round(unseen), self.writer.pending)
+
+    def _device_statuses(self) -> tuple[DeviceStatus, ...]:
+        health = {name: source() for name, source in self.devices.items()}
+        plc = health.get("plc")
+        if plc is not None:
+            if "weight_g" in self.core.values or plc.state is not HealthState.UP:
+                scale = DeviceHealth("scale", plc.state, self._weighed_at, "read through the PLC")
+            else:
+                scale = DeviceHealth("scale", HealthState.DOWN, None, "no checkweigher in the PLC profile: no weight check")
+            health["scale"] = scale
+        if self.model is None:
+            health["detector"] = DeviceHealth("detector", HealthState.DOWN, self.detector_health.last_success,
+                                              f"MANUAL_ONLY: {self.why_no_model or 'no model'}; every item to INSPECT",
+                                              self.detector_health.errors)
+        else:
+            health["detector"] = DeviceHealth(
+                "detector", self.detector_health.state if self.detector_health.last_success else HealthState.UP,
+                self.detector_health.last_success, f"{self.model.name} {self.model.version}",
+                self.detector_health.errors)
+        mqtt = health.get("mqtt")
+        if mqtt is not None:
+            if mqtt.state is HealthState.DOWN and not mqtt.errors and not mqtt.last_success:
+                health["ead"] = replace(self.ead_health, state=HealthState.UP,
+                                        detail="no central feed: declarations come from `station ead import`")
+            elif mqtt.state is not HealthState.UP:
+                health["ead"] = replace(self.ead_health, state=mqtt.state, detail=f"central link {mqtt.state.value}")
+            else:
+                health["ead"] = replace(self.ead_health, state=self.ead_health.state if self.ead_health.last_success
+                                        else HealthState.UP, detail=self.ead_health.detail or "subscribed")
+        order = ("plc", "scanner", "barcode", "scale", "detector", "mqtt", "ead")
+        return tuple(DeviceStatus.of(health[name], name) for name in order if name in health)
+
+    def readers_usable(self) -> bool:
+        return all(self.devices[r]().state in (HealthState.UP, HealthState.DEGRADED)
+                   for r in ("scanner", "barcode") if r in self.devices)
+
+    def check_readers(self, now: float, *, grace_s: float = READER_GRACE_S) -> None:
+        """Tell the core when the scanner or the barcode reader stops (or starts) being usable: down, or
+        still connecting `grace_s` after it stopped being up (a port that opens but never answers)."""
+        for reader in ("scanner", "barcode"):
+            if reader not in self.devices:
+                continue
+            health = self.devices[reader]()
+            usable = health.state in (HealthState.UP, HealthState.DEGRADED)
+            since = self._not_usable_since.setdefault(reader, now) if not usable else None
+            if usable:
+                self._not_usable_since.pop(reader, None)
+            down = not usable and (health.state is HealthState.DOWN or now - (since or now) >= grace_s)
+            if down and reader not in self._reported_down:
+                self._reported_down.add(reader)
+                self.dispatch(m.ReaderLink(time.monotonic(), reader, False, health.detail or health.state.value))  # type: ignore[arg-type]
+            elif usable and reader in self._reported_down:
+                self._reported_down.discard(reader)
+                self.dispatch(m.ReaderLink(time.monotonic(), reader, True, health.detail))  # type: ignore[arg-type]
+
+    async def watch_devices(self, interval: float = 0.25) -> None:
+        """What no event tells: readers lost, the outbox's depth, device health; a snapshot when it changed."""
+        while True:
+            self.check_readers(time.monotonic())
+            try:
+                depth, oldest = self.store.outbox_depth()
+            except sqlite3.Error as err:  # a busy or broken store is the writer's to report
+                log.debug("outbox depth not read: %s", err)
+            else:
+                self.outbox = Outbox(depth, oldest, self.published())
+            self.publish_soon()
+            await asyncio.sleep(interval)
+
     # ---- event sources ------------------------------------------------------------------------
 
     async def pump_plc(self, stale_s: float = 1.0) -> None:
@@ -317,6 +515,8 @@ class LaneRuntime:
                     self.dispatch(m.PlcLink(time.monotonic(), False, detail))
                 continue
             seq, was_up = snap.seq, True
+            if snap.values.get("weight_seq") != self.core.values.get("weight_seq"):
+                self._weighed_at = time.time()  # the checkweigher's last reading: the scale's last success
             self.dispatch(m.Snapshot(snap.t, snap.values))
 
     async def pump_writes(self) -> None:

@@ -45,6 +45,7 @@ class Outcome:
     deadline_t: float | None = None  # when its lead crossed gate_mm - gate_margin_mm
     on_belt_at_estop: bool = False
     unseen_entry: bool = False  # its lead passed the entry eye while the station could not see it
+    unread: bool = False  # it passed the barcode reader or the scanner while that reader was unplugged or mute
 
 
 @dataclass
@@ -83,6 +84,7 @@ class VirtualLane:
         self._last_write_t = 0.0  # writes land in the order they were sent
         self._to_place: list[tuple[Parcel, float]] = []
         self._placed = 0
+        self.mute: set[str] = set()  # readers (scanner, barcode) that say nothing: unplugged, or silent
 
     # ---- scheduling ---------------------------------------------------------------------------
 
@@ -133,6 +135,11 @@ class VirtualLane:
             what()
 
     def _on_belt_event(self, ev: object) -> None:
+        reader = "barcode" if isinstance(ev, ReachedBarcode) else "scanner" if isinstance(
+            ev, (EnteredTunnel, LeftTunnel)) else None
+        if reader in self.mute:
+            self.outcomes[ev.item.index].unread = True  # type: ignore[attr-defined]
+            return
         if isinstance(ev, ReachedBarcode):
             self.at(self.t + self.barcode_latency_s,
                     m.BarcodeScanned(self.t + self.barcode_latency_s, self.outcomes[ev.item.index].parcel.barcode))
@@ -233,6 +240,22 @@ class VirtualLane:
         if placed:
             self.outcomes[self._placed] = Outcome(parcel)
             self._placed += 1
+
+    def unplug(self, reader: str, *, tell: bool = True) -> None:
+        """The reader goes quiet; `tell`: its driver reports the port gone (a silent reader says nothing)."""
+        self.mute.add(reader)
+        if tell:
+            self.feed(m.ReaderLink(self.t, reader, False, f"{reader} unplugged"))  # type: ignore[arg-type]
+
+    def replug(self, reader: str) -> None:
+        self.mute.discard(reader)
+        self.feed(m.ReaderLink(self.t, reader, True, f"{reader} back"))  # type: ignore[arg-type]
+
+    def clear_alarms(self) -> None:
+        """The operator clears every alarm that holds the belt and may be cleared now."""
+        for code in list(self.core.holds):
+            if not self.core.why_held(code):
+                self.feed(m.AlarmCleared(self.t, code))
 
     def press_estop(self) -> None:
         self.plc.press_estop()

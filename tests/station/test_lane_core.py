@@ -110,6 +110,47 @@ def test_estop_stops_the_belt_and_needs_a_reset() -> None:
             assert "ESTOP" in codes(item)
 
 
+@pytest.mark.parametrize("reader", ["scanner", "barcode"])
+def test_a_silent_reader_pauses_the_belt_after_a_few_items_and_only_a_clear_restarts_it(reader: str) -> None:
+    """A reader whose port stays open but which says nothing: three items in a row pass it unread."""
+    lane = VirtualLane()
+    lane.start()
+    lane.add_parcels([Parcel(300, c) for c in ids(12)], [300.0] * 12)
+    lane.run_until(2.0)
+    lane.unplug(reader, tell=False)
+    lane.run_until(12.0)
+    code = f"{reader.upper()}_SILENT"
+    assert lane.core.state is LaneState.PAUSED and lane.core.fault == code
+    assert not lane.belt.running and [a.code for a in lane.alarms].count(code) == 1
+    unread = [i for i, o in lane.outcomes.items() if o.unread]
+    assert 3 <= len(unread) <= 5, "the pause comes after a few items, before the inspection bin floods"
+    assert all(lane.outcomes[i].bin in ("INSPECT", None) for i in unread)
+    lane.replug(reader)
+    lane.run_until(13.0)
+    assert not lane.belt.running, "the reader answering again is not enough: the operator clears the alarm"
+    lane.feed(m.AlarmCleared(lane.t, code))
+    lane.run_until(30.0)
+    assert lane.core.state is LaneState.RUNNING and not lane.belt.items
+    assert all(o.bin is not None for o in lane.outcomes.values())
+
+
+def test_a_reader_reported_down_holds_the_belt_at_once_and_its_clear_waits_for_it() -> None:
+    lane = VirtualLane()
+    lane.start()
+    lane.add_parcels([Parcel(300, c) for c in ids(6)], [300.0] * 6)
+    lane.run_until(1.5)
+    lane.unplug("scanner")
+    assert lane.core.state is LaneState.PAUSED and "SCANNER_DOWN" in lane.core.holds
+    assert "still not usable" in lane.core.why_held("SCANNER_DOWN")
+    lane.run_until(4.0)
+    assert not lane.belt.running
+    lane.replug("scanner")
+    assert lane.core.why_held("SCANNER_DOWN") == ""
+    lane.feed(m.AlarmCleared(lane.t, "SCANNER_DOWN"))
+    lane.run_until(20.0)
+    assert lane.core.state is LaneState.RUNNING and len(lane.routed) == 6
+
+
 def test_plc_link_loss_faults_the_lane_and_items_go_to_inspect() -> None:
     lane = VirtualLane()
     lane.start()

@@ -82,9 +82,24 @@ class LaneUnderFaults(RuleBasedStateMachine):
         self.went_blind = True
         self.lane.plc.shift_encoder(mm)
 
+    @rule(reader=st.sampled_from(["scanner", "barcode"]), seconds=st.floats(0.05, 3.0), tell=st.booleans())
+    def reader_lost(self, reader: str, seconds: float, tell: bool) -> None:
+        """A reader unplugged (its driver says so) or gone silent (it says nothing), then back."""
+        self.lane.unplug(reader, tell=tell)
+        self.lane.run_until(self.lane.t + seconds)
+        self.lane.replug(reader)
+
+    @rule(seconds=st.floats(0.05, 2.0))
+    def maintenance(self, seconds: float) -> None:
+        """A technician puts the lane in maintenance, works on it, and hands it back (reset)."""
+        self.lane.feed(m.Operator(self.lane.t, "maintenance"))
+        self.lane.run_until(self.lane.t + seconds)
+        self.lane.feed(m.Operator(self.lane.t, "reset"))
+
     @rule()
     def operator_recovers(self) -> None:
-        """What an operator does after a stop: reset, then start, once the lane allows it."""
+        """What an operator does after a stop: clear the alarms that hold it, reset, then start."""
+        self.lane.clear_alarms()
         self.lane.feed(m.Operator(self.lane.t, "reset"))
         self.lane.run_until(self.lane.t + 0.05 + self.lane.write_latency_s)
         self.lane.feed(m.Operator(self.lane.t, "start"))
@@ -104,6 +119,14 @@ class LaneUnderFaults(RuleBasedStateMachine):
             assert not p.inference_fails and p.barcode is not None and p.has_ead, f"item {index}: {p}"
             assert not outcome.unseen_entry, f"item {index} entered unseen and went to CLEAR"
             assert not outcome.on_belt_at_estop, f"item {index} was on the belt at the E-stop"
+            assert not outcome.unread, f"item {index} passed a mute reader and went to CLEAR"
+
+    @invariant()
+    def a_reader_the_station_knows_is_lost_holds_the_belt(self) -> None:
+        core = self.lane.core
+        if core.readers_down:
+            assert core.state is not LaneState.RUNNING, (core.readers_down, core.state)
+            assert {f"{r.upper()}_DOWN" for r in core.readers_down} <= set(core.holds)
 
     @invariant()
     def every_record_says_where_its_item_went(self) -> None:
@@ -137,6 +160,7 @@ class LaneUnderFaults(RuleBasedStateMachine):
         lane.link_up = True
         lane.run_until(lane.t + 1.5)
         for _ in range(3):  # a fault may come back while the belt empties (a late item still jams it)
+            lane.clear_alarms()
             lane.feed(m.Operator(lane.t, "reset"))
             lane.run_until(lane.t + 0.1)
             lane.feed(m.Operator(lane.t, "start"))
