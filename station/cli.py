@@ -148,7 +148,14 @@ def _run(args: argparse.Namespace) -> int:
     if faults is None:
         return 2
     from station.lock import DataDirLocked
+    from station.preflight import check
 
+    refusing = [p for p in check(config, simulate=args.simulate) if p.refuses_start]
+    if refusing:
+        source = str(args.config) if args.config else None
+        text = args.config.read_text(encoding="utf-8") if args.config else ""
+        print("configuration error:\n" + "\n".join(p.text(source, text) for p in refusing), file=sys.stderr)
+        return 2
     try:
         result = asyncio.run(_until_terminated(run_station(
             config, simulate=args.simulate, items=args.items, plc_port=args.plc_port, faults=faults)))
@@ -351,11 +358,18 @@ def _tell_daemon(args: argparse.Namespace, action: str, timeout: float = 5.0,
 
 
 def _config_check(args: argparse.Namespace) -> int:
+    """`station run`'s checks without the start (station/preflight.py), and the model loaded as it loads it."""
+    from station.preflight import check, check_model
     from station.rules import load_ruleset
 
     config = load_config(args.file)
-    ruleset = load_ruleset(config)  # a bad rules file is a bad configuration
-    print(f"{args.file}: ok (rules {ruleset.version})")
+    problems = check(config) + check_model(config)
+    if problems:
+        text = args.file.read_text(encoding="utf-8")
+        print("configuration error:\n" + "\n".join(p.text(str(args.file), text) for p in problems), file=sys.stderr)
+        return 2
+    print(f"{args.file}: ok (PLC profile {config.plc.profile}, rules {load_ruleset(config).version}, "
+          f"model {config.model.path or 'packaged default'})")
     return 0
 
 

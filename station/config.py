@@ -7,6 +7,7 @@ key is written in the file, its line.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -14,7 +15,9 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -92,9 +95,15 @@ class PlcRtu(Section):
         return RtuLink(self.port, self.baudrate, self.parity, self.stopbits, self.bytesize)
 
 
+def _link_type(value: object) -> str:
+    """`[plc.link]`'s kind: its `type`, "tcp" when left out."""
+    return str(value.get("type", "tcp") if isinstance(value, dict) else getattr(value, "type", "tcp"))
+
+
 class PlcSection(Section):
     profile: str = Field("default", description="Register-map profile: a name in drivers/profiles or a file path.")
-    link: Annotated[PlcTcp | PlcRtu, Field(discriminator="type")] = Field(
+    link: Annotated[Annotated[PlcTcp, Tag("tcp")] | Annotated[PlcRtu, Tag("rtu")],
+                    Discriminator(_link_type)] = Field(
         default_factory=PlcTcp, description="How to reach the PLC: type = 'tcp' (host, port) or 'rtu' (port, baudrate...).")
     poll_interval_s: float = Field(0.02, gt=0, le=1, description="Time between grouped polls.")
     timeout_s: float = Field(0.5, gt=0, le=10, description="Per-request timeout.")
@@ -206,8 +215,9 @@ def parse_config(raw: dict[str, Any], source: str = "<config>", text: str = "") 
     except ValidationError as err:
         lines = []
         for e in err.errors():
-            key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-            where = _line_of(text, e["loc"])
+            key = ".".join(str(p) for i, p in enumerate(e["loc"])  # not the link's tag: [plc.link] port
+                           if not (i and e["loc"][i - 1] == "link" and p in ("tcp", "rtu"))) or "(top level)"
+            where = line_of(text, e["loc"])
             at = f":{where}" if where else ""
             problem = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
             lines.append(f"{source}{at}: {key}: {problem}")
@@ -217,26 +227,73 @@ def parse_config(raw: dict[str, Any], source: str = "<config>", text: str = "") 
         data_dir = Path(source).parent / config.storage.data_dir
         config = config.model_copy(update={"storage": config.storage.model_copy(update={"data_dir": data_dir})})
     if source != "<config>":
-        rules = {key: Path(source).parent / value for key, value in config.rules if value is not None and not value.is_absolute()}
+        here = Path(source).parent
+        rules = {key: here / value for key, value in config.rules if value is not None and not value.is_absolute()}
         config = config.model_copy(update={"rules": config.rules.model_copy(update=rules)})
+        if config.model.path is not None and not config.model.path.is_absolute():
+            config = config.model_copy(update={"model": config.model.model_copy(update={"path": here / config.model.path})})
+        profile = Path(config.plc.profile)
+        if len(profile.parts) > 1 or profile.suffix:  # a file, not a name in drivers/profiles
+            if not profile.is_absolute():
+                config = config.model_copy(update={"plc": config.plc.model_copy(update={"profile": str(here / profile)})})
     return config
 
 
-def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
-    """The line where the key at `loc` is written: its `[table]` header, then `key =` inside it."""
+_HEADER = re.compile(r"^\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
+_KEY = re.compile(r"^((?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*'))*)\s*=\s*(.*)$")
+_INLINE_KEY = re.compile(r"(?:^|[{,])\s*([A-Za-z0-9_-]+)\s*=")
+
+
+def _dotted(text: str) -> tuple[str, ...]:
+    return tuple(part.strip().strip("\"'") for part in re.split(r"\.(?=(?:[^\"']|\"[^\"]*\"|'[^']*')*$)", text))
+
+
+def key_lines(text: str) -> dict[tuple[str, ...], int]:
+    """Where each key and table of a TOML text is written (first line), by its full key path.
+
+    Knows table headers (with trailing comments), quoted and dotted keys, and the keys of an inline
+    table (on the inline table's line); skips arrays of tables and the inside of multi-line strings."""
+    lines: dict[tuple[str, ...], int] = {}
+    table: tuple[str, ...] | None = ()
+    in_string = False
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if in_string:
+            in_string = line.count('"""') % 2 == 0
+            continue
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("[["):
+            table = None  # an array of tables: its keys have no single path
+            continue
+        if header := _HEADER.match(line):
+            table = _dotted(header.group(1))
+            for n in range(1, len(table) + 1):  # [a.b] also makes table a, if nothing did before
+                lines.setdefault(table[:n], number)
+            continue
+        key = _KEY.match(line)
+        if key is None or table is None:
+            continue
+        path = table + _dotted(key.group(1))
+        lines.setdefault(path, number)
+        value = key.group(2)
+        if value.startswith("{"):
+            for inner in _INLINE_KEY.findall(value.split("#", 1)[0]):
+                lines.setdefault(path + (inner,), number)
+        in_string = value.count('"""') % 2 == 1
+    return lines
+
+
+def line_of(text: str, loc: tuple[Any, ...]) -> int | None:
+    """The line of the key at `loc` (pydantic's error location), or of the nearest table around it.
+    Parts of `loc` that are not keys of the file (a union's tag, a list index) are passed over."""
     if not text or not loc:
         return None
-    table, key = [str(p) for p in loc[:-1]], str(loc[-1])
-    current: list[str] = []
-    header_line = None
-    for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        if stripped.startswith("[") and not stripped.startswith("[["):
-            current = [p.strip().strip('"') for p in stripped.strip("[]").split(".")]
-            if current == [str(p) for p in loc]:
-                header_line = number
-            continue
-        name = stripped.split("=", 1)[0].strip().strip('"')
-        if "=" in stripped and current == table and name == key:
-            return number
-    return header_line
+    known = key_lines(text)
+    path: tuple[str, ...] = ()
+    found = None
+    for part in loc:
+        if path + (str(part),) in known:
+            path += (str(part),)
+            found = known[path]
+    return found
