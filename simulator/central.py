@@ -27,13 +27,20 @@ class CentralFeed:
         self.mqtt = mqtt
         self.topic = f"ead/v1/{site}/records"
         self.sent = 0
+        self.lost = 0  # not sent: the broker was gone
         self._client: aiomqtt.Client | None = None
         self._later: set[asyncio.Task[None]] = set()
 
+    async def connect(self) -> None:
+        """Connect now (MqttError if the broker does not answer); entering the feed connects if this did not."""
+        if self._client is None:
+            client = aiomqtt.Client(self.mqtt.host, self.mqtt.port, identifier=f"sim-central-{self.topic}",
+                                    username=self.mqtt.username, password=self.mqtt.password, timeout=10)
+            await client.__aenter__()
+            self._client = client
+
     async def __aenter__(self) -> CentralFeed:
-        self._client = aiomqtt.Client(self.mqtt.host, self.mqtt.port, identifier=f"sim-central-{self.topic}",
-                                      username=self.mqtt.username, password=self.mqtt.password, timeout=10)
-        await self._client.__aenter__()
+        await self.connect()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -45,7 +52,13 @@ class CentralFeed:
 
     async def send(self, record: Mapping[str, object]) -> None:
         assert self._client is not None, "use CentralFeed as an async context manager"
-        await self._client.publish(self.topic, json.dumps(record), qos=1)
+        try:
+            await self._client.publish(self.topic, json.dumps(record), qos=1)
+        except aiomqtt.MqttError as err:  # the broker went away: this declaration is lost, as a real feed's could be
+            reraise_lost_cancel()
+            self.lost += 1
+            log.warning("simulated central: %s not sent: %s", record.get("item_id"), err)
+            return
         reraise_lost_cancel()
         self.sent += 1
 

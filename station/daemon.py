@@ -9,16 +9,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from drivers.barcode import BarcodeReader
 from drivers.health import HealthState
-from drivers.links import TcpLink
+from drivers.links import Link
 from drivers.plc import FaultCode, Plc
 from drivers.profile import load_profile
 from drivers.scanner import Scanner
@@ -33,15 +32,12 @@ from station.lane import messages as m
 from station.lock import DataDirLock
 from station.lane.core import LaneCore, LaneState
 from station.lane.runtime import READER_GRACE_S, LaneRuntime
+from station.lane.status import LaneStatus
 from station.model_swap import ModelSwitch, model_info
 from station.mqtt_link import CentralLink, Topics
 from station.rules import load_ruleset
 from station.store import Store
 from station.writer import StoreWriter
-
-if TYPE_CHECKING:
-    from simulator.faults import Fault
-    from simulator.lane import SimLane
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +54,29 @@ class RunResult:
     started: float  # time.monotonic()
     started_at: float  # time.time(), to tell this run's items from earlier ones in the store
     ready_s: float | None = None
-    sim_outcomes: dict[int, object] = field(default_factory=dict)
+    sim_outcomes: dict[int, Any] = field(default_factory=dict)  # filled by a simulated run's caller
     alarms: dict[str, int] = field(default_factory=dict)
     outbox_left: int = 0
     published: int = 0
     longest_stall_s: float = 0.0  # the event loop's longest stall during the run
+    status: LaneStatus | None = None  # the lane's last snapshot
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the lane's devices are when they are not where the configuration says: the simulated lane's,
+    handed over as plain values (the daemon never imports the simulator)."""
+
+    plc: Link
+    scanner: str
+    barcode: str
+    spool_dir: Path
+    ead_file: Path | None  # central's declarations as a file, imported before the start
+    central_feed: bool  # declarations come over MQTT from a feed that starts with the belt
+    handle: Any = None  # what a run's controller may reach of it (the simulator), passed through untouched
+
+
+OpenLane = Callable[[Path], AbstractAsyncContextManager[Endpoints]]  # given the data folder, once it is ours
 
 
 def load_detector(config: Config) -> tuple[Detector | None, str | None]:
@@ -85,18 +99,18 @@ class Lane:
     scanner: Scanner
     barcode: BarcodeReader
     models: ModelSwitch
-    sim: SimLane | None
+    sim: Any  # Endpoints.handle: the simulator, on a simulated lane
 
 
 Control = Callable[[Lane], Awaitable[None]]
 
 
-async def run_station(config: Config, *, simulate: bool = False, items: int | None = None,
-                      plc_port: int = 0, control: Control | None = None, faults: Sequence[Fault] = ()) -> RunResult:
+async def run_station(config: Config, *, lane: OpenLane | None = None, control: Control | None = None) -> RunResult:
     """Run the lane until cancelled, or until `control` returns.
 
-    With `simulate` and `items`, the default control ends the run once the simulator has routed that many
-    items and the station has stored them. Tests pass their own control to inject faults and act as the operator.
+    `lane` opens the devices somewhere else than the configuration says (station/cli/simulated.py: the
+    simulated lane), once this process holds the data folder. Tests pass their own control to inject
+    faults and act as the operator.
     """
     started = time.monotonic()
     ruleset = load_ruleset(config)
@@ -116,25 +130,16 @@ async def run_station(config: Config, *, simulate: bool = False, items: int | No
         topics = Topics(config.station.site, config.station.lane)
         central = CentralLink(store, writer, config.mqtt, config.mqtt.client_id or f"station-{topics.site}-{topics.lane}")
         sim = None
-        if simulate:
-            # the simulator is only imported when asked for
-            from simulator.central import CentralFeed
-            from simulator.lane import SimLane
-
-            feed = CentralFeed(config.mqtt, topics.site) if config.mqtt.host else None  # EAD over MQTT, or a file
-            sim = await stack.enter_async_context(
-                SimLane(config.simulator, config.lane, data_dir / "sim", plc_port=plc_port, max_items=items,
-                        profile=config.plc.profile, central=feed))
-            spool_dir, plc_link = sim.spool_dir, TcpLink("127.0.0.1", sim.plc.port)
-            scanner_port, barcode_port = sim.scanner.path, sim.barcode.path
-            for fault in faults:
-                await sim.inject(fault)
-            if feed is None:
+        if lane is not None:
+            where = await stack.enter_async_context(lane(data_dir))
+            sim, spool_dir, plc_link = where.handle, where.spool_dir, where.plc
+            scanner_port, barcode_port = where.scanner, where.barcode
+            if where.ead_file is not None:
                 await writer.drained()
-                lines = await asyncio.to_thread(_import_ead, result.store_path, sim.ead_file)
+                lines = await asyncio.to_thread(_import_ead, result.store_path, where.ead_file)
                 for line in lines:
                     if isinstance(line, BadLine):
-                        log.warning("EAD %s line %d: %s", sim.ead_file, line.line, line.problem)
+                        log.warning("EAD %s line %d: %s", where.ead_file, line.line, line.problem)
 
         detector, why = load_detector(config)
         max_image_bytes = int(config.scanner.max_image_mb * 2**20)
@@ -164,8 +169,6 @@ async def run_station(config: Config, *, simulate: bool = False, items: int | No
         await stack.enter_async_context(ControlServer(runtime, models, socket_path(data_dir)))
         log.info("station %s/%s: model %s", topics.site, topics.lane,
                  detector.manifest.name if detector else f"none ({why})")
-        if control is None and items is not None and sim is not None:
-            control = partial(_stop_after, items=items)
         try:
             async with asyncio.TaskGroup() as tasks:
                 for job in (runtime.pump_plc(), runtime.pump_writes(), runtime.pump_scanner(scanner),
@@ -174,11 +177,13 @@ async def run_station(config: Config, *, simulate: bool = False, items: int | No
                             publish_quality(result.store_path, writer, topics.ead_quality,
                                             config.mqtt.ead_quality_interval_s, central.notify)):
                     tasks.create_task(job)
-                if simulate or config.lane.auto_start:
+                if lane is not None or config.lane.auto_start:
                     # A simulated central feed starts with the belt: let the station subscribe first.
-                    tasks.create_task(_start_when_ready(runtime, result, central if simulate and config.mqtt.host else None))
+                    feed_first = lane is not None and where.central_feed
+                    tasks.create_task(_start_when_ready(runtime, result, central if feed_first else None))
                 if control is not None:
                     await control(Lane(runtime, store, central, scanner, barcode, models, sim))
+                    await runtime.writes_done()  # the belt's last stop reaches the PLC before we go
                 else:
                     await asyncio.Event().wait()  # until cancelled (Ctrl-C)
                 # Raised in the group's body (not in a child), so the group cancels the rest and the
@@ -187,7 +192,7 @@ async def run_station(config: Config, *, simulate: bool = False, items: int | No
         except* StopRun:
             pass
         await writer.drained()
-        result.sim_outcomes = dict(sim.outcomes) if sim else {}
+        result.status = runtime.publish_status()
         result.alarms = dict(runtime.alarms)
         result.outbox_left = store.outbox_count()
         result.published = central.published
@@ -232,23 +237,3 @@ async def _start_when_ready(runtime: LaneRuntime, result: RunResult, central: Ce
     runtime.dispatch(m.Operator(time.monotonic(), "start"))
     if runtime.core.state is not LaneState.RUNNING:
         log.error("lane did not start (%s): see the START_REFUSED alarm", runtime.core.state.value)
-
-
-async def _stop_after(lane: Lane, items: int, grace_s: float = 10.0) -> None:
-    """End the run when the simulator has routed `items` items and the station has stored them."""
-    assert lane.sim is not None
-    await lane.sim.all_routed.wait()
-    runtime, store = lane.runtime, lane.store
-    try:
-        async with asyncio.timeout(grace_s):
-            await runtime.wait_stored(items)
-    except TimeoutError:
-        log.error("only %d of %d items stored %.0f s after the last left the belt", runtime.items_stored, items, grace_s)
-    runtime.dispatch(m.Operator(time.monotonic(), "stop"))
-    if lane.central.health.state is HealthState.UP:  # give a connected broker the backlog before we go
-        try:
-            async with asyncio.timeout(grace_s):
-                while store.outbox_count():
-                    await asyncio.sleep(0.05)
-        except TimeoutError:
-            log.warning("%d messages still in the outbox at the end of the run", store.outbox_count())

@@ -23,7 +23,8 @@ from station.config import (
     StationSection,
     StorageSection,
 )
-from station.daemon import Lane, run_station
+from station.cli.simulated import run_simulated
+from station.daemon import Lane
 from station.store import Store
 from tests.conftest import Broker
 from tests.station.ead.test_ead_bounds import AUDIT_MESSAGE
@@ -78,7 +79,7 @@ def test_declarations_from_central_are_checked_weighed_against_the_scan_and_revi
         listener = asyncio.create_task(central_listens(ready))
         await ready.wait()
         try:
-            await run_station(config(tmp_path, broker), simulate=True, control=control)
+            await run_simulated(config(tmp_path, broker), control=control)
         finally:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
@@ -150,7 +151,7 @@ def test_a_message_the_store_cannot_hold_is_an_alarm_and_the_station_keeps_routi
         await stored(lane, lane.runtime.items_stored + 2, timeout=30)  # still routing
         assert lane.runtime.alarms["EAD_REJECTED"] == 2
 
-    asyncio.run(run_station(config(tmp_path, broker), simulate=True, control=control))
+    asyncio.run(run_simulated(config(tmp_path, broker), control=control))
     with Store(tmp_path / "station.db") as store:
         details = [r["detail"] for r in store.db.execute("SELECT detail FROM alarms WHERE code = 'EAD_REJECTED'")]
     assert len(details) == 2 and "version" in details[0] and "contents[0].description" in details[1]

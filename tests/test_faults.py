@@ -18,7 +18,8 @@ from drivers.health import HealthState
 from simulator.faults import Fault
 from station.control import os_user
 from station.config import Config, LaneSection, SimulatorSection, StorageSection
-from station.daemon import Lane, run_station
+from station.cli.simulated import run_simulated
+from station.daemon import Lane
 from station.lane import messages as m
 from station.lane.core import LaneState
 from station.store import Store
@@ -92,7 +93,7 @@ def run(tmp_path: Path, control: Callable[[Lane], Awaitable[None]], cfg: Config 
         await control(lane)
         await recorded(lane)
 
-    result = asyncio.run(run_station(cfg or config(tmp_path), simulate=True, control=control_then_settle,
+    result = asyncio.run(run_simulated(cfg or config(tmp_path), control=control_then_settle,
                                      faults=faults))
     with Store(result.store_path) as store:
         items = store.items()

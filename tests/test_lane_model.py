@@ -11,7 +11,8 @@ import shutil
 from pathlib import Path
 
 from station.config import ModelSection
-from station.daemon import DEFAULT_MODEL, Lane, run_station
+from station.cli.simulated import run_simulated
+from station.daemon import DEFAULT_MODEL, Lane
 from station.detector import write_manifest
 from station.store import Store
 from tests.station.test_inference import StuckOnce
@@ -130,4 +131,4 @@ def test_a_hung_inference_sends_its_item_to_inspect_and_the_next_items_are_analy
 
 
 def asyncio_run(cfg: object, control: object) -> None:
-    asyncio.run(run_station(cfg, simulate=True, control=control))  # type: ignore[arg-type]
+    asyncio.run(run_simulated(cfg, control=control))  # type: ignore[arg-type]

@@ -788,6 +788,16 @@ class LaneCore:
             out.append(m.Alarm("START_REFUSED", f"cannot start from {self.state.value}"
                                + (f" ({self.fault})" if self.fault else "") + (f": {blocker}" if blocker else "")))
 
+    def why_not_running(self) -> str | None:
+        """Why the belt is not running (None when it is): the fault, what holds it, what refuses its start."""
+        if self.state is LaneState.RUNNING:
+            return None
+        if self.fault:
+            return self.fault
+        if self.holds:
+            return next(iter(self.holds))
+        return self._blocker() or None
+
     def _blocker(self, allow_estop_code: bool = False) -> str:
         """Why the PLC's side does not allow a reset or start now ('' when it does)."""
         if not self.plc_up:

@@ -422,7 +422,7 @@ class LaneRuntime:
 
     def build_status(self, seq: int) -> LaneStatus:
         core, pos = self.core, self.core.position_mm
-        reason = core.fault or (next(iter(core.holds)) if core.holds else None)
+        reason = core.fault or core.why_not_running()
         on_belt = tuple(OnBelt(t.track_id, t.item_id, None if pos is None else round(t.lead(pos), 1),
                                t.decision.decision if t.decision else None, t.clear_on_gate or t.armed_with is not None,
                                tuple(dict.fromkeys(r.code for r in t.problems)))
@@ -530,6 +530,16 @@ class LaneRuntime:
                 log.warning("PLC write %s=%s failed: %s", cmd.name, cmd.value, err)
                 if self.core.plc_up:  # once is enough: the core already knows the link is down
                     self.dispatch(m.PlcLink(time.monotonic(), False, f"write {cmd.name} failed: {err}"))
+            finally:
+                self._writes.task_done()
+
+    async def writes_done(self, timeout: float = 1.0) -> None:
+        """Until the PLC writes asked for so far are done (the last belt stop, at the end of a run)."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._writes.join()
+        except TimeoutError:
+            log.warning("%d PLC writes still pending at the end of the run", self._writes.qsize())
 
     async def pump_scanner(self, scanner: Scanner) -> None:
         async for ev in scanner.events():

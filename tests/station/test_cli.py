@@ -5,9 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pty
+import re
+import select
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -15,6 +20,8 @@ import numpy as np
 from pymodbus.client import AsyncModbusTcpClient
 
 from tests.conftest import free_port
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "station.example.toml"
 
 
 def station(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -111,3 +118,94 @@ def test_render_writes_the_operators_colour_view_with_the_detectors_boxes(tmp_pa
     bad = station("render", "cut.xde", cwd=tmp_path)
     assert bad.returncode == 1 and "cut.xde" in bad.stderr and not (tmp_path / "cut-render.png").exists()
     assert station("render", "item.xde", "-o", "x.jpg", cwd=tmp_path).returncode == 2
+
+
+# ---- the first hour at the box (issue 14) ---------------------------------------------------------
+
+def test_items_must_be_positive_and_faults_need_the_simulated_lane(tmp_path: Path) -> None:
+    zero = station("run", "--simulate", "--items", "0", "--data-dir", str(tmp_path))
+    assert zero.returncode == 2 and "--items: 0 is not a positive integer" in zero.stderr
+    fault = station("run", "--fault", "estop", "--data-dir", str(tmp_path))
+    assert fault.returncode == 2 and "--fault needs --simulate" in fault.stderr
+    assert not (tmp_path / "station.db").exists(), "a refused command touches nothing"
+
+
+def test_a_run_whose_belt_cannot_start_ends_with_the_fault_in_its_summary_and_exit_1(tmp_path: Path) -> None:
+    done = station("run", "--simulate", "--items", "5", "--fault", "estop", "--json", "--data-dir", str(tmp_path))
+    assert done.returncode == 1, done.stderr[-2000:]
+    summary = json.loads(done.stdout)
+    assert summary["items"] == 0 and summary["lane"] == {"state": "STOPPED", "reason": "E-stop still pressed"}
+    assert summary["ended"].startswith("the belt stood") and "E-stop" in summary["ended"]
+
+
+def test_the_simulated_lane_runs_with_its_broker_down_and_the_summary_reads_as_a_table(tmp_path: Path) -> None:
+    config = tmp_path / "station.toml"
+    config.write_text(f'[mqtt]\nhost = "127.0.0.1"\nport = {free_port()}\n\n[storage]\ndata_dir = "data"\n')
+    done = station("run", "--simulate", "--items", "3", "--config", str(config))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and "not reachable" in done.stderr
+    lines = dict(line.split("  ", 1) for line in done.stdout.splitlines())
+    assert lines["items"].strip() == "3" and lines["misrouted"].strip() == "0"
+    assert "{" not in done.stdout and "'" not in done.stdout, "a table for people, not Python reprs"
+    assert lines["ended"].strip() == "all items routed"
+
+
+def test_a_closed_output_pipe_ends_a_command_quietly(tmp_path: Path) -> None:
+    write_images(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "station.cli", "inspect", "--json", str(tmp_path), str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert json.loads(proc.stdout.readline())["path"]
+    proc.stdout.close()  # `| head -1`
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and err == ""
+
+
+def test_version_and_a_log_level_after_the_command(tmp_path: Path) -> None:
+    version = station("--version")
+    assert version.returncode == 0 and re.fullmatch(r"station \d+\.\d+\.\d+\S*\n", version.stdout)
+    late = station("config", "check", str(EXAMPLE), "--log-level", "info")
+    assert late.returncode == 0, late.stderr
+
+
+def test_a_run_on_a_terminal_shows_progress_and_ctrl_c_prints_the_summary(tmp_path: Path) -> None:
+    """stderr on a pseudo-terminal, as in a technician's shell; Ctrl-C is SIGINT."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "station.cli", "run", "--simulate", "--data-dir", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=follower, text=True)
+    os.close(follower)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 60
+        while not re.search(rb"[1-9]\d* items  \d+\.\d/s  \d+ inspected  lane RUNNING", seen):
+            assert time.monotonic() < deadline and proc.poll() is None, seen[-500:]
+            if select.select([leader], [], [], 1.0)[0]:
+                seen += os.read(leader, 4096)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        os.close(leader)
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    lines = dict(line.split("  ", 1) for line in out.splitlines())
+    assert lines["ended"].strip() == "interrupted (SIGINT)" and int(lines["items"]) >= 1
+    assert lines["lane"].strip() == "state STOPPED"
+
+
+def test_sigterm_ends_a_run_with_its_summary_and_exit_0(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "station.cli", "run", "--simulate", "--json", "--data-dir",
+                             str(tmp_path), "--log-level", "info"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stderr is not None
+    watchdog = threading.Timer(90, proc.kill)  # a station that never logs an item must not hang the suite
+    watchdog.start()
+    for line in proc.stderr:  # an info line per item: S10, scan, decision, reasons, latency
+        if re.search(r"INFO station.lane.runtime: item \S+ scan-\d+: (CLEAR|INSPECT), routed \w+.*latency \d+ ms", line):
+            break
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    watchdog.cancel()
+    assert proc.returncode == 0
+    summary = json.loads(out)
+    assert summary["ended"] == "interrupted (SIGTERM)" and summary["items"] >= 1 and summary["lost"] == 0

@@ -308,7 +308,7 @@ _CODE = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=
        cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=6))
 def test_barcode_sniffer_reports_the_same_lines_however_the_bytes_are_chunked(
         codes: list[str | None], ending: str, cuts: list[int]) -> None:
-    from station.diag.serial_tools import BarcodeLines
+    from station.cli.diag.serial_tools import BarcodeLines
 
     wire = "".join(("NOREAD" if c is None else c) + ending for c in codes).encode("ascii")
     lines, out, start = BarcodeLines(), [], 0
@@ -321,8 +321,8 @@ def test_barcode_sniffer_reports_the_same_lines_however_the_bytes_are_chunked(
 
 def test_write_values_are_parsed_by_register_kind() -> None:
     from drivers.profile import load_profile
-    from station.diag import DiagUsage
-    from station.diag.plc_tools import parse_value
+    from station.cli.diag import DiagUsage
+    from station.cli.diag.plc_tools import parse_value
 
     profile = load_profile("default")
     speed, run = profile.by_name("belt_speed_sp"), profile.by_name("belt_run")

@@ -18,7 +18,7 @@ from drivers.xde import encode_xde
 from simulator.xray import synth_parcel
 from station.daemon import DEFAULT_MODEL
 from station.detector import Detector, ModelError, ModelIntegrityError
-from station.model_tools import add_model_commands
+from station.cli.model import add_model_commands
 
 DEFAULT = DEFAULT_MODEL
 

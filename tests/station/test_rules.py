@@ -24,7 +24,7 @@ from station.lane.messages import Detected, Reason
 from station.risk import Evidence, decide
 from station.rules import DEFAULT_RULES, FAIL_SAFE, RulesError, RuleSet, load_rules
 from station.rules.schema import Rule
-from station.rules_commands import STATION_REASONS, add_rules_commands
+from station.cli.rules import STATION_REASONS, add_rules_commands
 from station.store import ItemRow, Store
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from station.ead.commands import add_ead_commands
+from station.cli.ead import add_ead_commands
 from tests.station.ead.test_ead_record import record_dict
 
 

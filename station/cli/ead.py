@@ -9,24 +9,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from station.cli.common import config_args, load
+
 if TYPE_CHECKING:  # handlers import lazily, so that `station --help` stays fast
     from station.ead.importer import LineReport
     from station.ead.record import Party
 
-SIGPIPE_EXIT = 141  # the shell's code for a command whose output pipe was closed (`... | head`)
 _COLUMNS = "{line:>5}  {item:<13}  {valid:<5}  {code:<21}  {field:<26}  {message}"
 
 
 def add_ead_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `ead` and its subcommands on the `station` command's subparsers."""
-    # here, not at the top: station.cli imports this module
-    from station.cli import _config_args
 
     ead = sub.add_parser("ead", help="electronic advance data (CN 23 declarations)")
     actions = ead.add_subparsers(required=True, metavar="ACTION")
@@ -34,33 +32,19 @@ def add_ead_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     check = actions.add_parser("check", help="validate a JSON-lines file of EAD records without storing it")
     check.add_argument("file", type=Path)
     check.add_argument("--json", action="store_true", help="one JSON object per line: item_id, valid, reasons")
-    check.set_defaults(handler=_pipe_safe(_check))
+    check.set_defaults(handler=_check)
 
     imp = actions.add_parser("import", help="store the valid records of a JSON-lines file; report every line")
-    _config_args(imp)
+    config_args(imp)
     imp.add_argument("file", type=Path)
     imp.add_argument("--json", action="store_true", help="one JSON object per line: item_id, valid, stored, reasons")
-    imp.set_defaults(handler=_pipe_safe(_import))
+    imp.set_defaults(handler=_import)
 
     show = actions.add_parser("show", help="the stored record of an item and its findings")
-    _config_args(show)
+    config_args(show)
     show.add_argument("item_id", metavar="ID")
     show.add_argument("--json", action="store_true", help="one JSON object: record and reasons")
-    show.set_defaults(handler=_pipe_safe(_show))
-
-
-def _pipe_safe(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """`handler`, returning 141 when the reader of its output went away (an import is committed before printing)."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except BrokenPipeError:
-            # Point stdout at /dev/null so that the interpreter's final flush does not fail again.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return SIGPIPE_EXIT
-
-    return run
+    show.set_defaults(handler=_show)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -73,11 +57,10 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from station.cli import _load
     from station.ead.importer import import_file
     from station.store import Store
 
-    config = _load(args)
+    config = load(args)
     if not args.file.is_file():
         print(f"{args.file}: no such file", file=sys.stderr)
         return 2
@@ -119,12 +102,11 @@ def _print_rows(report: LineReport) -> None:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from station.cli import _load
     from station.ead.checks import check_record
     from station.ead.importer import reason_dict
     from station.store import Store
 
-    config = _load(args)
+    config = load(args)
     with Store(config.storage.data_dir / "station.db") as store:
         record = store.ead_for(args.item_id)
     if record is None:

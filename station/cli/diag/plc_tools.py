@@ -26,8 +26,9 @@ from station.config import Config
 from station.control import os_user, send, socket_path
 from station.lock import holder
 from station.store import Store
-from station.diag import FAIL, PASS, DiagFailed, DiagUsage
-from station.diag.render import REGISTER_HEADER, health_text, register_row, table, value_text
+from station.cli.common import load
+from station.cli.diag import FAIL, PASS, DiagFailed, DiagUsage
+from station.cli.diag.render import REGISTER_HEADER, health_text, register_row, table, value_text
 
 EXCEPTION_CODES = {
     1: "illegal function: the PLC does not serve this table",
@@ -86,9 +87,7 @@ def watch(args: argparse.Namespace) -> int:
 
 
 def _setup(args: argparse.Namespace) -> tuple[Config, Profile, Link]:
-    from station.cli import _load  # here: station.cli imports station.diag
-
-    config = _load(args)
+    config = load(args)
     try:
         profile = load_profile(config.plc.profile)
     except ProfileError as err:

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from station.cli.common import config_args, load
+
 if TYPE_CHECKING:  # handlers import lazily, so that `station --help` stays fast
     from station.rules import RuleSet
     from station.rules.schema import Rule
@@ -21,7 +23,7 @@ STATION_REASONS = frozenset({
     "SCAN_MISSING", "DECISION_LATE", "MULTIPLE_ITEMS", "ITEM_TOO_LONG", "ITEM_MISSING", "UNTRACKED_ITEM",
     "ROUTING_UNCONFIRMED", "GATE_NOT_SET", "ESTOP", "PLC_FAULT", "PLC_LINK_LOST", "PLC_POLL_TOO_SLOW",
     "SCANNER_INTERLOCK", "JAM", "FAULT", "ENCODER_JUMP", "ENTERED_UNSEEN", "ITEMS_TOO_CLOSE", "TRACKING_SLIP",
-    "GATE_MISMATCH", "GATE_WRITE_LATE",
+    "GATE_MISMATCH", "GATE_WRITE_LATE", "MAINTENANCE",
     "NO_READ", "S10_INVALID",
     "MANUAL_ONLY", "IMAGE_ERROR", "INFERENCE_TIMEOUT", "INFERENCE_ERROR",
     "EAD_MISSING", "EAD_INCOMPLETE", "VAGUE_DESCRIPTION", "HS_CODE_MISSING", "HS_CODE_INVALID", "VALUE_IMPLAUSIBLE",
@@ -31,8 +33,6 @@ STATION_REASONS = frozenset({
 
 def add_rules_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `rules` and its subcommands on the `station` command's subparsers."""
-    # here, not at the top: station.cli imports this module
-    from station.cli import _config_args
 
     rules = sub.add_parser("rules", help="risk rules: check a rules file, explain an item's decision")
     actions = rules.add_subparsers(required=True, metavar="ACTION")
@@ -43,7 +43,7 @@ def add_rules_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     check.set_defaults(handler=_check)
 
     explain = actions.add_parser("explain", help="why a stored item got its decision: evidence and the rules that matched")
-    _config_args(explain)
+    config_args(explain)
     explain.add_argument("item", metavar="ITEM", help="item id (S10), barcode, scan id or uid; the newest if several")
     explain.add_argument("--json", action="store_true", help="one JSON object: the stored item and its explanation")
     explain.set_defaults(handler=_explain)
@@ -112,10 +112,9 @@ def _condition(rule: Rule) -> str:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from station.cli import _load
     from station.store import Store
 
-    config = _load(args)
+    config = load(args)
     path = config.storage.data_dir / "station.db"
     if not path.is_file():
         print(f"{path}: no store here (give --config or --data-dir)", file=sys.stderr)

@@ -23,8 +23,9 @@ from serial.tools import list_ports
 from drivers.scanner_protocol import Decoder, Frame, FrameError
 from drivers.serial_port import SerialPort
 from station.config import Config, PlcRtu
-from station.diag import FAIL, PASS, DiagFailed
-from station.diag.render import hex_bytes, table
+from station.cli.common import load
+from station.cli.diag import FAIL, PASS, DiagFailed
+from station.cli.diag.render import hex_bytes, table
 
 SCANNER_ERROR_KINDS = ("garbage", "checksum", "syntax", "too_long")
 BARCODE_MAX_LINE = 128  # as drivers/barcode.py: longer is line noise
@@ -32,9 +33,7 @@ _LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
 def ports(args: argparse.Namespace) -> int:
-    from station.cli import _load  # here: station.cli imports station.diag
-
-    config = _load(args)
+    config = load(args)
     present = sorted(list_ports.comports(include_links=True), key=lambda p: p.device)
     print("serial ports present:")
     rows = [[p.device, p.description or "", p.hwid or ""] for p in present]
@@ -101,9 +100,7 @@ def _yes(flag: bool) -> str:
 
 
 def sniff(args: argparse.Namespace) -> int:
-    from station.cli import _load
-
-    config = _load(args)
+    config = load(args)
     path, baudrate, protocol = args.port, args.baudrate, args.protocol
     for role, device, baud in configured_ports(config):
         if args.port in (role, device):

@@ -12,8 +12,9 @@ import asyncio
 
 from drivers.scanner import Scanner, ScannerError, ScannerRejected, ScannerTimeout
 from drivers.scanner_protocol import PROTOCOL_VERSION, Frame
-from station.diag import FAIL, PASS
-from station.diag.render import table
+from station.cli.common import load
+from station.cli.diag import FAIL, PASS
+from station.cli.diag.render import table
 
 STEPS: tuple[tuple[str, dict[str, object]], ...] = (
     ("HELLO", {"proto": PROTOCOL_VERSION}),
@@ -24,9 +25,7 @@ STEPS: tuple[tuple[str, dict[str, object]], ...] = (
 
 
 def selftest(args: argparse.Namespace) -> int:
-    from station.cli import _load  # here: station.cli imports station.diag
-
-    config = _load(args)
+    config = load(args)
     path = args.port or config.scanner.port
     return asyncio.run(_selftest(path, config.scanner.baudrate, args.timeout))
 

@@ -1,0 +1,77 @@
+"""The `station` command's parser and entry point: one module per command group, this one assembles them.
+
+`--log-level` is accepted before the command and after it; a closed output pipe (`station inspect
+--json | head`) ends the command quietly with 141; `station --version` prints the installed version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+
+from station.cli.common import INTERRUPTED, SIGPIPE_EXIT, USAGE
+from station.cli.diag import add_diag_commands
+from station.cli.ead import add_ead_commands
+from station.cli.lane import add_lane_commands, add_model_control_commands
+from station.cli.model import add_model_commands
+from station.cli.rules import add_rules_commands
+from station.cli.run import add_run_commands
+from station.cli.tools import add_tool_commands
+from station.config import ConfigError
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.handler(args))
+    except ConfigError as err:
+        print(f"configuration error:\n{err}", file=sys.stderr)
+        return USAGE
+    except KeyboardInterrupt:
+        return INTERRUPTED
+    except BrokenPipeError:
+        # The reader of our output went away (`| head`), which is how such a pipe ends. Point stdout at
+        # /dev/null so that the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return SIGPIPE_EXIT
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="station", description="Edge controller of a postal X-ray screening lane.")
+    top.add_argument("--version", action="version", version=f"station {_version()}")
+    top.add_argument("--log-level", default="warning", choices=LOG_LEVELS)
+    sub = top.add_subparsers(required=True, metavar="COMMAND")
+    add_run_commands(sub)
+    add_lane_commands(sub)
+    add_tool_commands(sub)
+    add_ead_commands(sub)
+    add_diag_commands(sub)
+    add_model_control_commands(add_model_commands(sub))
+    add_rules_commands(sub)
+    for command in _commands(top):  # also after the command: `station run --simulate --log-level info`
+        command.add_argument("--log-level", default=argparse.SUPPRESS, choices=LOG_LEVELS,
+                             help="log level (also accepted before the command)")
+    return top
+
+
+def _commands(p: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every command that runs something: the parsers at the ends of the subcommand tree."""
+    groups = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+    if not groups:
+        return [p]
+    return [leaf for g in groups for child in dict.fromkeys(g.choices.values()) for leaf in _commands(child)]
+
+
+def _version() -> str:
+    try:
+        return version("screening-station")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
