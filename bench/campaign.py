@@ -40,7 +40,8 @@ ARGS: dict[str, list[int]] = {  # arguments worth trying; a fault not named here
     "close": [1, 2], "serial-noise": [12], "serial-noise-rate": [400], "plc-exception": [4]}
 # While one of these is on, a reset or start cannot hold: the operator waits until it is put right.
 BLOCKING = {"estop", "interlock-open", "plc-drop", "plc-silent", "plc-exception", "plc-slow", "plc-write-lag",
-            "disk-full"}
+            "disk-full", "scanner-unplug", "barcode-unplug"}
+READER_ALARMS = {"SCANNER_DOWN", "SCANNER_SILENT", "BARCODE_DOWN", "BARCODE_SILENT"}
 KILLS, STATION = ("kill-station", "kill-sim"), [sys.executable, "-m", "station.cli"]
 RECORD_KEYS = ("scan_id", "barcode", "decision", "routed", "reasons", "revision")  # what a note shows of a row
 TMPFS_MB, PRUNE_AGE_S, SETTLE_S, TICK_S = 1024, 60.0, 60.0, 0.1
@@ -186,10 +187,10 @@ class Campaign:
         self.sim_say(f"fault {OFF[name]}")
         self.log("fault", f"{OFF[name]} (off)")
 
-    def control(self, action: str) -> dict[str, Any] | None:
+    def control(self, action: str, **fields: str) -> dict[str, Any] | None:
         """`station lane ACTION`, straight to its socket: a CLI process a second would cost a core of two."""
         try:
-            return asyncio.run(send(socket_path(self.station_data), action, 5.0))
+            return asyncio.run(send(socket_path(self.station_data), action, 5.0, **fields))
         except (OSError, TimeoutError, ValueError):
             return None
 
@@ -198,16 +199,22 @@ class Campaign:
         status = self.control("status")
         state = status and status.get("state")
         if state != self.lane_state:  # the lane's story, for the explanations
-            self.log("lane", f"{state} ({status.get('fault')})" if status else "station not answering")
+            self.log("lane", f"{state} ({status.get('reason')})" if status else "station not answering")
             self.lane_state = state
-        if state not in ("FAULT", "ESTOP", "STOPPED") or self.active & BLOCKING:
+        if state not in ("FAULT", "ESTOP", "STOPPED", "PAUSED") or self.active & BLOCKING:
             self.recover_at = None
         elif self.recover_at is None:
             self.recover_at = self.now() + self.rng.uniform(1, 5)
         elif self.now() >= self.recover_at:
             self.recover_at = None  # refused: the next poll tries again
-            for action in ("reset", "start") if state != "STOPPED" else ("start",):
-                self.log("operator", f"{action} ({state} {status.get('fault')}): {json.dumps(self.control(action))}")
+            held = [a["code"] for a in status.get("alarms", []) if a["code"] in READER_ALARMS]
+            for code in held if state == "PAUSED" else []:  # a reader lost and back: the operator clears it
+                reply = self.control("alarm-clear", code=code) or {}
+                self.log("operator", f"alarm clear {code}: {json.dumps({k: reply.get(k) for k in ('ok', 'error')})}")
+            for action in () if state == "PAUSED" else ("reset", "start") if state != "STOPPED" else ("start",):
+                reply = self.control(action) or {}
+                said = {k: reply.get(k) for k in ("ok", "refused", "error", "state", "reason") if reply.get(k) is not None}
+                self.log("operator", f"{action} ({state} {status.get('reason')}): {json.dumps(said)}")
         return status
 
     def prune(self) -> None:
@@ -256,7 +263,7 @@ class Campaign:
         deadline = self.now() + SETTLE_S
         while self.now() < deadline:
             status = self.tick(1.0)
-            if status and status.get("tracked") == 0 and not self.unsettled():
+            if status and not status.get("on_belt") and not self.unsettled():
                 return self.log("end", "belt empty, every item recorded")
         self.log("end", f"gave up after {SETTLE_S:.0f} s: items on the belt or lost: {self.unsettled()}")
 
