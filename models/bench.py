@@ -21,8 +21,8 @@ import numpy as np
 
 from drivers.xde import encode_xde
 from simulator.xray import THREAT_CLASSES, synth_parcel
-from station.detector import Detector
-from station.imaging import ImageError, load_image
+from station.kernel.detector import Detector
+from station.kernel.imaging import ImageError, load_image
 from station.inference import detect_file
 
 TARGET_RATIO = 1.15

@@ -4,7 +4,7 @@ Precision-recall curves and VOC all-point AP, box-level (a detection counts when
 unmatched ground-truth box with IoU >= 0.5) and image-level (an image's score is its best
 detection), each with the operating point the manifest's thresholds give. The synthetic sets run
 through the station's own path (each scan's high-energy plane into
-``station.detector.Detector``), so the figures are the ones the lane will see; they are seeded
+``station.kernel.detector.Detector``), so the figures are the ones the lane will see; they are seeded
 and disjoint from training by seed offset, and the same seed gives the same figures. YOLO-format
 labels (``class cx cy w h``, normalised) are read, and the precision-recall figure drawn (with
 OpenCV: no plotting library), here too, so that every mode of ``station model eval`` computes and
@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from simulator.xray import THREAT_CLASSES, synth_parcel
-from station.detector import Detection, Detector, write_manifest
+from station.kernel.detector import Detection, Detector, write_manifest
 
 FLOOR = 0.01  # keep low-scoring boxes for AP
 VAL_OFFSET, EVAL_OFFSET = 1_000_003, 2_000_003
@@ -209,7 +209,7 @@ def measure_dir(model_dir: Path, seed: int, n: int = 600, threads: int = 2) -> d
 
 def finish_manifest(out: Path, sha: str, *, training_data: str, input_hw: tuple[int, int], pad: int, seed: int, eval_images: int) -> dict[str, Any]:
     """Write manifest.json: provisional, then with calibrated thresholds and measured metrics,
-    pinned to the ONNX file at each step (``station.detector.write_manifest``)."""
+    pinned to the ONNX file at each step (``station.kernel.detector.write_manifest``)."""
     manifest: dict[str, Any] = {
         "name": "parcel-threats-tiny",
         "version": f"0.1.0+seed{seed}",
@@ -236,7 +236,7 @@ def finish_manifest(out: Path, sha: str, *, training_data: str, input_hw: tuple[
 def measure_folders(model_dir: Path, root: Path, threads: int = 2) -> dict[str, Any]:
     """Share of images flagged (any threat detection over its threshold) per sub-folder of
     ``root``, e.g. the GDXray crops: a sim-to-real check, never training data."""
-    from station.imaging import ImageError, load_image
+    from station.kernel.imaging import ImageError, load_image
 
     det = Detector.load(model_dir, threads=threads)
     threats = set(det.manifest.threat_classes)

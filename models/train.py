@@ -32,8 +32,8 @@ from torch.nn import functional as F
 
 from models.tiny_yolo import STRIDES, Exportable, TinyYolo, ltrb_to_xyxy, make_anchors
 from simulator.xray import THREAT_CLASSES, render_closeup, render_parcel, single_energy
-from station.detector import letterbox
-from station.imaging import gray_from_high
+from station.kernel.detector import letterbox
+from station.kernel.imaging import gray_from_high
 
 log = logging.getLogger("models.train")
 
@@ -50,7 +50,7 @@ _ANCHOR_PIX = ANCHORS.numpy().astype(np.int64)
 
 
 def letterbox_np(gray: np.ndarray, where: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The detector's own letterbox (station.detector.letterbox); the threat map and boxes
+    """The detector's own letterbox (station.kernel.detector.letterbox); the threat map and boxes
     follow the image. Returns the image, boxes and the threat id under each anchor (a 2 px
     dilation keeps thin blades from falling between anchors)."""
     out, lb = letterbox(gray, INPUT_HW, PAD)

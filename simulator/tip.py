@@ -9,7 +9,7 @@ projecting multiplies transmissions, ``T_out = T_scan * exp(-att)``, so a projec
 darken a scan. For a dual-energy scan the high plane takes the attenuation as it is and the low
 plane ``k * att``, k being a material's low/high attenuation ratio (steel by default).
 
-8-bit and 16-bit crops are read in the station's model view (``station.imaging``), where grey is
+8-bit and 16-bit crops are read in the station's model view (``station.kernel.imaging``), where grey is
 ``255 * T**0.75``; undoing that mapping gives transmission, so a crop projected into a scan looks in
 the model view as it did in the crop.
 
@@ -31,7 +31,7 @@ import numpy as np
 
 from simulator.materials import MATERIALS
 from simulator.xray import Box, synth_parcel
-from station.imaging import ImageError, gray_from_high, load_image
+from station.kernel.imaging import ImageError, gray_from_high, load_image
 
 CROP_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".xde"}
 STEEL_RATIO = MATERIALS["steel"].mu_low / MATERIALS["steel"].mu_high

@@ -16,23 +16,22 @@ from pathlib import Path
 from typing import Any
 
 from drivers.barcode import BarcodeReader
-from drivers.health import HealthState
 from drivers.links import Link
 from drivers.plc import FaultCode, Plc
 from drivers.profile import load_profile
 from drivers.scanner import Scanner
 from station.config import Config
 from station.control import ControlServer, socket_path
-from station.detector import Detector, ModelError
+from station.kernel.detector import Detector, ModelError
 from station.ead.importer import import_ead_file
 from station.ead.quality import publish_quality
 from station.ead.record import BadLine, EadRecord
 from station.inference import InferenceWorker
 from station.lane import messages as m
-from station.lock import DataDirLock
 from station.lane.core import LaneCore, LaneState
 from station.lane.runtime import READER_GRACE_S, LaneRuntime
 from station.lane.status import LaneStatus
+from station.lock import DataDirLock
 from station.model_swap import ModelSwitch, model_info
 from station.mqtt_link import CentralLink, Topics
 from station.rules import load_ruleset

@@ -14,9 +14,9 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from station.detector import Detector
-from station.imaging import ImageError, load_image
-from station.lane.messages import Detected, Reason
+from station.kernel.detector import Detector
+from station.domain import Detected, Reason
+from station.kernel.imaging import ImageError, load_image
 from station.spool import SpoolError, read_spool_file
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ already being analysed finishes on the model it started with, and each item reco
 model that looked at it). The model swapped out is kept loaded, so a rollback is instant.
 
 A model whose file does not match its manifest's SHA-256, or whose manifest does not match its pin
-(station.detector: one hash over the network and its manifest), is refused *and* the lane goes
+(station.kernel.detector: one hash over the network and its manifest), is refused *and* the lane goes
 MANUAL_ONLY (every item to INSPECT) until a good model is loaded or rolled back to: the model store has
 been altered or damaged, and nothing from it is trusted. Any other load failure (no such folder, a bad
 manifest, a graph onnxruntime rejects) is refused and the lane keeps its current model.
@@ -21,7 +21,7 @@ import logging
 import time
 from pathlib import Path
 
-from station.detector import Detector, ModelError, ModelIntegrityError
+from station.kernel.detector import Detector, ModelError, ModelIntegrityError
 from station.inference import InferenceWorker
 from station.lane import messages as m
 from station.lane.runtime import LaneRuntime

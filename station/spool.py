@@ -13,8 +13,8 @@ import errno
 import logging
 import os
 import stat
-from datetime import UTC, datetime
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from pathlib import Path
 from station.config import ModelSection
 from station.cli.simulated import run_simulated
 from station.daemon import DEFAULT_MODEL, Lane
-from station.detector import write_manifest
+from station.kernel.detector import write_manifest
 from station.store import Store
 from tests.station.test_inference import StuckOnce
 from tests.test_faults import config, run, station_command, stored, until

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from models.evaluate import Curve, Result
-    from station.detector import Detection, Detector
+    from station.kernel.detector import Detection, Detector
 
 OK, FAIL, USAGE = 0, 1, 2
 
@@ -83,7 +83,7 @@ def _model_dir(args: argparse.Namespace) -> Path:
 
 
 def _detector(args: argparse.Namespace) -> Detector | None:
-    from station.detector import Detector, ModelError
+    from station.kernel.detector import Detector, ModelError
 
     try:
         return Detector.load(_model_dir(args), threads=args.threads)
@@ -147,7 +147,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _detect(det: Detector, path: Path, errors: list[dict[str, str]]) -> tuple[tuple[int, int], list[Detection]] | None:
     """Detections (low floor, for AP) of one image and its size; a load error is listed, not raised."""
     from models.evaluate import FLOOR
-    from station.imaging import ImageError, load_image
+    from station.kernel.imaging import ImageError, load_image
 
     try:
         plane = load_image(path).plane
@@ -329,8 +329,8 @@ def _bench(args: argparse.Namespace) -> int:
     if args.images is not None and not args.images.is_dir():
         print(f"{args.images}: not a folder", file=sys.stderr)
         return USAGE
-    from station.detector import ModelError
-    from station.imaging import ImageError
+    from station.kernel.detector import ModelError
+    from station.kernel.imaging import ImageError
 
     try:
         if args.images is not None:
@@ -372,7 +372,7 @@ def verify_model(model_dir: Path) -> list[dict[str, Any]]:
     import numpy as np
     import onnxruntime as ort
 
-    from station.detector import Manifest, ModelError, parse_manifest, pin_problem, read_content
+    from station.kernel.detector import Manifest, ModelError, parse_manifest, pin_problem, read_content
 
     checks: list[dict[str, Any]] = []
 
@@ -436,7 +436,7 @@ def verify_model(model_dir: Path) -> list[dict[str, Any]]:
 
 def _onnx(call: Callable[[], Any]) -> Any:
     """Run an onnxruntime call; its errors (no common base class) become ModelError."""
-    from station.detector import ModelError
+    from station.kernel.detector import ModelError
 
     try:
         return call()
@@ -449,7 +449,7 @@ def _onnx(call: Callable[[], Any]) -> Any:
 
 def _pin(args: argparse.Namespace) -> int:
     """Write the pin of a reviewed manifest; refuse one that fails validation or its sha256."""
-    from station.detector import ModelError, read_content, write_manifest
+    from station.kernel.detector import ModelError, read_content, write_manifest
 
     path = args.dir / "manifest.json"
     if not path.is_file():

@@ -13,22 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from station.cli.common import config_args, load
+from station.domain import GIVEN_CODES
 
 if TYPE_CHECKING:  # handlers import lazily, so that `station --help` stays fast
     from station.rules import RuleSet
     from station.rules.schema import Rule
 
-# Every reason code the station itself gives an item: the lane, the identity check, inference, the EAD checks.
-STATION_REASONS = frozenset({
-    "SCAN_MISSING", "DECISION_LATE", "MULTIPLE_ITEMS", "ITEM_TOO_LONG", "ITEM_MISSING", "UNTRACKED_ITEM",
-    "ROUTING_UNCONFIRMED", "GATE_NOT_SET", "ESTOP", "PLC_FAULT", "PLC_LINK_LOST", "PLC_POLL_TOO_SLOW",
-    "SCANNER_INTERLOCK", "JAM", "FAULT", "ENCODER_JUMP", "ENTERED_UNSEEN", "ITEMS_TOO_CLOSE", "TRACKING_SLIP",
-    "GATE_MISMATCH", "GATE_WRITE_LATE", "MAINTENANCE",
-    "NO_READ", "S10_INVALID",
-    "MANUAL_ONLY", "IMAGE_ERROR", "INFERENCE_TIMEOUT", "INFERENCE_ERROR",
-    "EAD_MISSING", "EAD_INCOMPLETE", "VAGUE_DESCRIPTION", "HS_CODE_MISSING", "HS_CODE_INVALID", "VALUE_IMPLAUSIBLE",
-    "TOTALS_INCONSISTENT", "CATEGORY_INCONSISTENT", "WEIGHT_MISMATCH", "CONTENT_MISMATCH",
-})
+STATION_REASONS = GIVEN_CODES  # every reason the station gives the rules (station/domain.py)
 
 
 def add_rules_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

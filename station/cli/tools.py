@@ -52,7 +52,7 @@ def _config_check(args: argparse.Namespace) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     from station.daemon import DEFAULT_MODEL
-    from station.detector import Detector, ModelError
+    from station.kernel.detector import Detector, ModelError
     from station.inference import InferenceProblem, detect_file
 
     try:
@@ -86,7 +86,7 @@ def _inspect(args: argparse.Namespace) -> int:
 def _render(args: argparse.Namespace) -> int:
     import cv2
 
-    from station.imaging import ImageError, load_image, render_scan
+    from station.kernel.imaging import ImageError, load_image, render_scan
 
     try:
         image = load_image(args.image)
@@ -96,7 +96,7 @@ def _render(args: argparse.Namespace) -> int:
     boxes = []
     if args.detect:
         from station.daemon import DEFAULT_MODEL
-        from station.detector import Detector, ModelError
+        from station.kernel.detector import Detector, ModelError
 
         try:
             detector = Detector.load(args.model or DEFAULT_MODEL, threads=1)

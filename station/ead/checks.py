@@ -32,6 +32,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 
+from station.domain import Reason
 from station.ead.codes import (
     countries,
     currencies,
@@ -41,7 +42,6 @@ from station.ead.codes import (
 )
 from station.ead.record import ContentPiece, EadRecord, Party
 from station.ead.s10 import s10_problem
-from station.lane.messages import Reason
 
 GOODS_CATEGORIES = frozenset({"sale_of_goods", "commercial_sample"})  # HS code and origin required
 MIN_EUR_PER_KG, MAX_EUR_PER_KG, MIN_KG_FOR_VALUE_BOUNDS = 0.5, 100_000.0, 0.1

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
+from station.domain import Reason
 from station.ead.checks import check_record
 from station.ead.record import BadLine, EadRecord, RecordInvalid, read_lines
-from station.lane.messages import Reason
 from station.store import Store
 
 CHUNK = 500  # lines to a transaction: a daemon writing to the same database waits for one chunk at most

@@ -32,12 +32,13 @@ from collections.abc import Callable
 from enum import Enum
 
 from station.config import LaneSection
+from station.domain import Decision, Evidence, Reason
 from station.ead.s10 import s10_problem
 from station.lane import messages as m
 from station.lane.gate import GateOutput
 from station.lane.position import JITTER_MM, BlindZone, Encoder
 from station.lane.track import Track, keep_armed_clear, routed_record
-from station.risk import Decision, Evidence, decide, with_declaration
+from station.risk import decide, with_declaration
 
 MAX_BELT_MM_S = 3000.0  # no belt runs faster (the speed set-point's limit): a longer step is a jump
 MATCH_SLACK_MM = 20.0  # how far past its expected place an item may reach the gate (polls are not one PLC scan)
@@ -233,9 +234,9 @@ class LaneCore:
         track = Track(self._next_id, entry_mm, err_mm)
         self._next_id += 1
         if self.state in (LaneState.FAULT, LaneState.ESTOP):
-            track.problems.append(m.Reason(self.fault or self.state.value, "the lane was in fault when the item entered"))
+            track.problems.append(Reason(self.fault or self.state.value, "the lane was in fault when the item entered"))
         elif self.state is LaneState.MAINTENANCE:
-            track.problems.append(m.Reason("MAINTENANCE", "the lane was in maintenance when the item entered"))
+            track.problems.append(Reason("MAINTENANCE", "the lane was in maintenance when the item entered"))
         prev = self.tracks[-1] if self.tracks else None
         if prev is not None and prev.length_mm is not None and not any(r.code == "ENTERED_UNSEEN" for r in prev.problems):
             gap = entry_mm - (prev.entry_mm + prev.length_mm)  # at most the real gap (a guessed one says nothing)
@@ -288,7 +289,7 @@ class LaneCore:
     def _unconfirmed(self, track: Track, why: str, t: float, out: list[m.Command]) -> None:
         """Record an item whose bin the station did not see: routed UNCONFIRMED, INSPECT unless the gate
         may have carried the station's own CLEAR for it."""
-        track.problems.append(m.Reason("ROUTING_UNCONFIRMED", why))
+        track.problems.append(Reason("ROUTING_UNCONFIRMED", why))
         self._decide_now(track, t)
         keep_armed_clear(track)
         out.append(m.Alarm("ROUTING_UNCONFIRMED", f"track {track.track_id}: {why}"))
@@ -306,7 +307,7 @@ class LaneCore:
             self._next_id += 1
             unseen = next((z for z in self.blind if z.lo_mm <= head.entry_mm <= z.hi_mm + MATCH_SLACK_MM), None)
             why = f"an item reached the gate that was not tracked{f': {unseen.why}' if unseen else ''}"
-            head.problems.append(m.Reason("UNTRACKED_ITEM", why))
+            head.problems.append(Reason("UNTRACKED_ITEM", why))
             out.append(m.Alarm("UNTRACKED_ITEM", why))
         if head.decision is None or head.problems:
             self._decide_now(head, t)
@@ -370,7 +371,7 @@ class LaneCore:
         assert head.decision is not None
         if routed == "INSPECT" and head.decision.decision == "CLEAR":
             # Fail safe, but the record must say where the item really went and why.
-            head.problems.append(m.Reason("GATE_NOT_SET", "the gate output was not CLEAR when the item reached it"))
+            head.problems.append(Reason("GATE_NOT_SET", "the gate output was not CLEAR when the item reached it"))
             self._decide_now(head, t)
             out.append(m.Alarm("GATE_NOT_SET", f"track {head.track_id}: decided CLEAR, gate sent it to INSPECT"))
         elif routed == "CLEAR" and head.decision.decision == "INSPECT":
@@ -424,7 +425,7 @@ class LaneCore:
         if last is None or (scan_id is not None and last.scan_id is not None) or (barcode and last.barcode):
             last = Track(-self._next_id, track.entry_mm, track.entry_err_mm)
             self._next_id += 1
-            last.problems.append(m.Reason("MULTIPLE_ITEMS", detail))
+            last.problems.append(Reason("MULTIPLE_ITEMS", detail))
             track.companions.append(last)
         if barcode is not None:
             last.barcode, last.barcode_state, last.item_id = barcode, "read", barcode
@@ -498,13 +499,13 @@ class LaneCore:
             return
         if ev.code is None:
             track.barcode_state, track.ead_state = "noread", "not_looked_up"
-            track.id_problem = m.Reason("NO_READ", "the barcode reader could not read the label")
+            track.id_problem = Reason("NO_READ", "the barcode reader could not read the label")
             return
         track.barcode, track.barcode_state = ev.code, "read"
         problem = s10_problem(ev.code)
         if problem is not None:
             track.ead_state = "not_looked_up"
-            track.id_problem = m.Reason("S10_INVALID", problem)
+            track.id_problem = Reason("S10_INVALID", problem)
             return
         track.item_id = ev.code
         out.append(m.LookUpEad(track.track_id, ev.code))
@@ -532,7 +533,7 @@ class LaneCore:
         track.image_ready_t = ev.t
         if self.manual_only:
             track.inference_state = "failed"
-            track.inference_failure = m.Reason("MANUAL_ONLY", "no usable detection model when the scan arrived")
+            track.inference_failure = Reason("MANUAL_ONLY", "no usable detection model when the scan arrived")
         else:
             track.inference_state = "running"
             out.append(m.RunInference(track.track_id, ev.path, ev.sha256))
@@ -587,14 +588,14 @@ class LaneCore:
                 out.append(m.Alarm("ITEM_TOO_LONG", f"track {track.track_id}: {long_mm:.0f} mm"))
             if track.barcode_state == "pending" and lead > lane.barcode_mm + lane.read_window_mm:
                 track.barcode_state, track.ead_state = "missing", "not_looked_up"
-                track.id_problem = m.Reason("NO_READ", "the barcode reader reported nothing for this item")
+                track.id_problem = Reason("NO_READ", "the barcode reader reported nothing for this item")
                 self._passed_unread("barcode", out)
             if track.scan_state == "pending" and lead > lane.tunnel_start_mm + lane.read_window_mm:
                 track.scan_state = "missing"
-                track.problems.append(m.Reason("SCAN_MISSING", "the scanner did not scan this item"))
+                track.problems.append(Reason("SCAN_MISSING", "the scanner did not scan this item"))
                 self._passed_unread("scanner", out)
             if track.decision is None and self._past_deadline(track, t):
-                track.problems.append(m.Reason("DECISION_LATE", self._late_detail(track)))
+                track.problems.append(Reason("DECISION_LATE", self._late_detail(track)))
                 out.append(m.Alarm("DECISION_LATE", f"track {track.track_id}: {self._late_detail(track)}"))
                 self._decide_now(track, t)
         self.gate.check_late(self.tracks[0] if self.tracks else None, t, out)
@@ -611,7 +612,7 @@ class LaneCore:
         """The item should have reached the gate eye by now and did not: a jam, or it left the belt."""
         detail = f"track {track.track_id} never reached the gate eye"
         unseen = any(r.code == "ENTERED_UNSEEN" for r in track.problems)
-        track.problems.append(m.Reason("ITEM_MISSING", "the item did not reach the gate: jammed or fell off"
+        track.problems.append(Reason("ITEM_MISSING", "the item did not reach the gate: jammed or fell off"
                                        if not unseen else "not where its guessed position put it at the gate"))
         self._decide_now(track, t)
         if unseen:  # its position was a guess (it entered while the station was blind): no sign of a jam
@@ -682,7 +683,7 @@ class LaneCore:
         out.append(m.Alarm(code, detail))
         out.append(m.WriteOutput("belt_run", False))  # best effort even when the link looks down
         for track in self.tracks:
-            track.problems.append(m.Reason(code, f"{detail} while the item was on the belt"))
+            track.problems.append(Reason(code, f"{detail} while the item was on the belt"))
 
     def _on_store(self, ev: m.StoreFull, out: list[m.Command]) -> None:
         was_full, self.store_full = self.store_full, ev.full

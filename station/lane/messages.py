@@ -10,25 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, Union
 
+from station.domain import Detected, Reason
 from station.ead.record import EadRecord
-
-
-@dataclass(frozen=True)
-class Reason:
-    """Why an item got its decision: a stable code for machines and a sentence for people."""
-
-    code: str
-    detail: str = ""
-    field: str | None = None  # the EAD field a data-quality reason concerns (e.g. "contents[0].hs_code")
-
-
-@dataclass(frozen=True)
-class Detected:
-    label: str
-    score: float
-    box: tuple[float, float, float, float]
-    threat: bool
-
 
 # ---- events -------------------------------------------------------------------------------------
 

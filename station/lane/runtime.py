@@ -27,15 +27,16 @@ from drivers.health import DeviceHealth, HealthState
 from drivers.plc import Plc, PlcError, PlcWriteError
 from drivers.scanner import Scanner
 from drivers.scanner_events import Interlock, ScanDone, ScanStarted
+from station.alarms import NOTICES, STATION, ActiveAlarm, AlarmBook
+from station.domain import Detected, Evidence, Reason
 from station.ead.checks import check_record
 from station.ead.record import EadRecord, RecordInvalid, parse_json_record
-from station.alarms import NOTICES, STATION, ActiveAlarm, AlarmBook
 from station.inference import InferenceProblem, InferenceWorker
 from station.lane import messages as m
 from station.lane.core import LaneCore, LaneState
 from station.lane.status import Counters, DeviceStatus, LaneStatus, ModelInfo, OnBelt, Outbox, StatusBoard
 from station.mqtt_link import Topics
-from station.risk import Evidence, with_declaration
+from station.risk import with_declaration
 from station.spool import SpoolError, keep_image
 from station.store import ItemRow, OutboxMessage, Store
 from station.writer import StoreWriter
@@ -364,7 +365,7 @@ class LaneRuntime:
             messages.append(OutboxMessage(alert_id, self.topics.alert, json.dumps(alert)))
         return messages
 
-    def revise_stored(self, record: EadRecord, findings: tuple[m.Reason, ...]) -> None:
+    def revise_stored(self, record: EadRecord, findings: tuple[Reason, ...]) -> None:
         """A declaration that reached the station after its item passed the gate: decide the item again
         from its stored evidence with the declaration in it, and when the decision or its reasons
         change, store the revision and publish it (the item's routing stays what it was: the officer at
@@ -582,8 +583,8 @@ def _safe_name(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:64] or "scan"
 
 
-def result_payload(row: ItemRow, topics: Topics, *, detections: tuple[m.Detected, ...], weight_kg: float | None,
-                   ead_findings: tuple[m.Reason, ...], revision: int = 1) -> dict[str, object]:
+def result_payload(row: ItemRow, topics: Topics, *, detections: tuple[Detected, ...], weight_kg: float | None,
+                   ead_findings: tuple[Reason, ...], revision: int = 1) -> dict[str, object]:
     """The `items/result` (and `items/alert`) message: everything central needs about one item.
     Revision 2, 3...: the item was decided again after routing (a late declaration); `routed` says
     where it physically went."""
@@ -613,7 +614,7 @@ def result_payload(row: ItemRow, topics: Topics, *, detections: tuple[m.Detected
     }
 
 
-def reason_json(reason: m.Reason) -> dict[str, str]:
+def reason_json(reason: Reason) -> dict[str, str]:
     """A reason as stored and published: its code and sentence, and the EAD field it concerns if any."""
     return {"code": reason.code, "detail": reason.detail, **({"field": reason.field} if reason.field else {})}
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from station.domain import Decision, Detected, Reason
 from station.ead.record import EadRecord
 from station.lane import messages as m
-from station.risk import Decision
 
 
 @dataclass
@@ -24,21 +24,21 @@ class Track:
     barcode: str | None = None
     barcode_state: str = "pending"  # pending | read | noread | missing
     item_id: str | None = None
-    id_problem: m.Reason | None = None
+    id_problem: Reason | None = None
     ead_state: str = "pending"  # pending | found | missing | not_looked_up
     ead_version: int | None = None
     ead_record: EadRecord | None = None
-    ead_findings: tuple[m.Reason, ...] = ()
+    ead_findings: tuple[Reason, ...] = ()
     scan_id: str | None = None
     scan_state: str = "pending"  # pending | started | done
     image_path: str | None = None
     image_sha256: str | None = None
     image_ready_t: float | None = None
     inference_state: str = "pending"  # pending | running | done | failed
-    detections: tuple[m.Detected, ...] = ()
+    detections: tuple[Detected, ...] = ()
     model_hash: str | None = None
-    inference_failure: m.Reason | None = None
-    problems: list[m.Reason] = field(default_factory=list)
+    inference_failure: Reason | None = None
+    problems: list[Reason] = field(default_factory=list)
     decision: Decision | None = None
     decided_t: float | None = None
     armed_with: Decision | None = None  # the CLEAR decision the station armed the gate with for this item
@@ -55,7 +55,7 @@ class Track:
         """Add a reason once per code; True when it is new."""
         if any(r.code == code for r in self.problems):
             return False
-        self.problems.append(m.Reason(code, detail))
+        self.problems.append(Reason(code, detail))
         return True
 
 

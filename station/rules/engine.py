@@ -12,8 +12,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from station.lane.messages import Detected, Reason
-from station.risk import Decision, Evidence, RuleHit
+from station.domain import Decision, Detected, Evidence, Reason, RuleHit
 from station.rules.schema import Rule
 
 FAIL_SAFE = "fail-safe"  # the trace's name for what the engine adds on its own

@@ -17,7 +17,7 @@ from models.evaluate import (
     read_yolo_labels,
     voc_ap,
 )
-from station.detector import Detection
+from station.kernel.detector import Detection
 
 A, B = (10.0, 10.0, 50.0, 50.0), (100.0, 100.0, 140.0, 160.0)
 

@@ -12,7 +12,7 @@ import pytest
 from simulator.materials import Canvas
 from simulator.tip import Crop, load_crop, main, project
 from simulator.xray import synth_parcel
-from station.imaging import ImageError
+from station.kernel.imaging import ImageError
 
 GDXRAY = Path(__file__).resolve().parents[3] / "shared" / "data" / "gdxray-objects"
 

@@ -18,6 +18,7 @@ from drivers.profile import load_profile
 from simulator.belt import Belt, EnteredTunnel, Geometry, LeftTunnel, ReachedBarcode, Routed, SimItem
 from simulator.plc_program import PlcProgram
 from station.config import LaneSection
+from station.domain import Detected, Reason
 from station.lane import messages as m
 from station.lane.core import LaneCore
 
@@ -125,9 +126,9 @@ class VirtualLane:
         elif isinstance(what, tuple) and what[0] == "inference":
             _, track_id, parcel = what
             if parcel.inference_fails:
-                self.feed(m.InferenceFailed(self.t, track_id, m.Reason("IMAGE_ERROR", "corrupt")))
+                self.feed(m.InferenceFailed(self.t, track_id, Reason("IMAGE_ERROR", "corrupt")))
             else:
-                dets = (m.Detected("gun", 0.9, (1, 1, 5, 5), True),) if parcel.threat else ()
+                dets = (Detected("gun", 0.9, (1, 1, 5, 5), True),) if parcel.threat else ()
                 self.feed(m.InferenceDone(self.t, track_id, dets))
         elif isinstance(what, m.Event.__args__):  # type: ignore[attr-defined]
             self.feed(what)

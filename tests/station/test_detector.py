@@ -19,8 +19,8 @@ from models.evaluate import iou
 from simulator.xray import synth_parcel
 from station.config import Config, ModelSection
 from station.daemon import DEFAULT_MODEL, load_detector
-from station.detector import Detection, Detector, ModelError, ModelIntegrityError, fit, letterbox, manifest_pin
-from station.imaging import gray_from_high
+from station.kernel.detector import Detection, Detector, ModelError, ModelIntegrityError, fit, letterbox, manifest_pin
+from station.kernel.imaging import gray_from_high
 
 DEFAULT = DEFAULT_MODEL
 GUN_SEED = 3  # a parcel the default model flags (checked: gun box IoU > 0.5)

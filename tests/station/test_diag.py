@@ -321,7 +321,7 @@ def test_barcode_sniffer_reports_the_same_lines_however_the_bytes_are_chunked(
 
 def test_write_values_are_parsed_by_register_kind() -> None:
     from drivers.profile import load_profile
-    from station.cli.diag import DiagUsage
+    from station.cli.diag.errors import DiagUsage
     from station.cli.diag.plc_tools import parse_value
 
     profile = load_profile("default")

@@ -12,7 +12,7 @@ import pytest
 
 from drivers.xde import encode_xde
 from simulator.xray import synth_parcel
-from station.imaging import ImageError, load_image, render_material
+from station.kernel.imaging import ImageError, load_image, render_material
 
 GDXRAY = Path(__file__).resolve().parents[3] / "shared" / "data" / "gdxray-objects"
 

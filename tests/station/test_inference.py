@@ -15,7 +15,7 @@ import pytest
 from drivers.xde import encode_xde
 from simulator.xray import synth_parcel
 from station.daemon import DEFAULT_MODEL
-from station.detector import Detection, Detector
+from station.kernel.detector import Detection, Detector
 from station.inference import InferenceProblem, InferenceWorker, detect_file
 
 

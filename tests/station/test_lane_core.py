@@ -8,11 +8,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from station.config import LaneSection
+from station.domain import Decision, Evidence
 from station.ead.s10 import make_s10
 from station.lane import messages as m
-from station.config import LaneSection
 from station.lane.core import LaneCore, LaneState
-from station.risk import Decision, Evidence, decide
+from station.risk import decide
 from station.rules import load_rules
 from tests.station.lane_harness import Parcel, VirtualLane
 

@@ -17,7 +17,7 @@ import pytest
 from drivers.xde import encode_xde
 from simulator.xray import synth_parcel
 from station.daemon import DEFAULT_MODEL
-from station.detector import Detector, ModelError, ModelIntegrityError
+from station.kernel.detector import Detector, ModelError, ModelIntegrityError
 from station.cli.model import add_model_commands
 
 DEFAULT = DEFAULT_MODEL

@@ -19,12 +19,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from station.cli.rules import STATION_REASONS, add_rules_commands
 from station.config import ConfigError, load_config
-from station.lane.messages import Detected, Reason
-from station.risk import Evidence, decide
+from station.domain import Detected, Evidence, Reason
+from station.risk import decide
 from station.rules import DEFAULT_RULES, FAIL_SAFE, RulesError, RuleSet, load_rules
 from station.rules.schema import Rule
-from station.cli.rules import STATION_REASONS, add_rules_commands
 from station.store import ItemRow, Store
 
 REPO = Path(__file__).resolve().parents[2]

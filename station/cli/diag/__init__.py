@@ -13,28 +13,8 @@ import logging
 import sys
 from collections.abc import Callable
 
-from station.cli.common import FAILED as FAIL
-from station.cli.common import OK as PASS
-from station.cli.common import USAGE, config_args, positive_float, positive_int
-
-TABLE_CHOICES = ("coil", "discrete", "holding", "input")
-
-
-class DiagError(Exception):
-    """Base of this layer's errors; the message is printed for the technician as it is."""
-
-    exit_code = FAIL
-
-
-class DiagFailed(DiagError):
-    """The check ran and failed: the device did not answer, refused, or reported a fault."""
-
-
-class DiagUsage(DiagError):
-    """The command cannot run as asked: unknown register, bad value, conflicting options."""
-
-    exit_code = USAGE
-
+from station.cli.common import config_args, positive_float, positive_int
+from station.cli.diag.errors import FAIL, TABLE_CHOICES, DiagError
 
 def add_diag_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `diag` and its subcommands on the `station` command's subparsers."""

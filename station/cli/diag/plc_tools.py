@@ -22,13 +22,13 @@ from drivers.links import Link, RtuLink, TcpLink
 from drivers.plc import Plc, PlcError, PlcWriteError
 from drivers.plc_io import PlcIo
 from drivers.profile import Profile, ProfileError, Register, Value, load_profile
+from station.cli.common import load
+from station.cli.diag.errors import FAIL, PASS, DiagFailed, DiagUsage
+from station.cli.diag.render import REGISTER_HEADER, health_text, register_row, table, value_text
 from station.config import Config
 from station.control import os_user, send, socket_path
 from station.lock import holder
 from station.store import Store
-from station.cli.common import load
-from station.cli.diag import FAIL, PASS, DiagFailed, DiagUsage
-from station.cli.diag.render import REGISTER_HEADER, health_text, register_row, table, value_text
 
 EXCEPTION_CODES = {
     1: "illegal function: the PLC does not serve this table",

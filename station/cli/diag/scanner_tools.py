@@ -13,7 +13,7 @@ import asyncio
 from drivers.scanner import Scanner, ScannerError, ScannerRejected, ScannerTimeout
 from drivers.scanner_protocol import PROTOCOL_VERSION, Frame
 from station.cli.common import load
-from station.cli.diag import FAIL, PASS
+from station.cli.diag.errors import FAIL, PASS
 from station.cli.diag.render import table
 
 STEPS: tuple[tuple[str, dict[str, object]], ...] = (

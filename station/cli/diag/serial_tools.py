@@ -22,10 +22,10 @@ from serial.tools import list_ports
 
 from drivers.scanner_protocol import Decoder, Frame, FrameError
 from drivers.serial_port import SerialPort
-from station.config import Config, PlcRtu
 from station.cli.common import load
-from station.cli.diag import FAIL, PASS, DiagFailed
+from station.cli.diag.errors import FAIL, PASS, DiagFailed
 from station.cli.diag.render import hex_bytes, table
+from station.config import Config, PlcRtu
 
 SCANNER_ERROR_KINDS = ("garbage", "checksum", "syntax", "too_long")
 BARCODE_MAX_LINE = 128  # as drivers/barcode.py: longer is line noise

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from simulator.ead_feed import BAD_HS, DEFECTS, VAGUE, make_record
 from simulator.xray import THREAT_CLASSES
+from station.domain import Reason
 from station.ead.checks import (
     WeightTolerance,
     check_record,
@@ -23,7 +24,6 @@ from station.ead.checks import (
 from station.ead.codes import countries
 from station.ead.record import EadRecord, RecordInvalid, parse_record
 from station.ead.s10 import make_s10
-from station.lane.messages import Reason
 from tests.station.ead.test_ead_record import json_values, record_dict
 
 MISSING = object()

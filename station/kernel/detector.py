@@ -25,7 +25,7 @@ import numpy as np
 import onnxruntime as ort
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from station.imaging import transmission_view
+from station.kernel.imaging import transmission_view
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +304,7 @@ class Detector:
         """A scan's model view -> float32 [1, 3, H, W] input tensor and the letterbox geometry.
 
         ``image`` is uint8 grey (bright = air), used as it is, or a uint16 transmission plane
-        (65535 = air), mapped to the grey view (``station.imaging.transmission_view``) after
+        (65535 = air), mapped to the grey view (``station.kernel.imaging.transmission_view``) after
         resizing: on the network's pixels rather than the scan's."""
         if image.ndim != 2 or image.dtype not in (np.uint8, np.uint16) or image.size == 0:
             raise ModelError(f"detector input must be a non-empty 2-D uint8 or uint16 image, got {image.dtype} {image.shape}")
