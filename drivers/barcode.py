@@ -103,6 +103,7 @@ class BarcodeReader:
         port = self._port.health
         errors = dict(port.errors)
         errors.update((f"line_{k}", v) for k, v in self._errors.items())
+        state: HealthState
         if port.state is not HealthState.UP:
             state, detail = port.state, port.detail
         elif time.monotonic() - self._last_error_at < self._degraded_window:

@@ -28,8 +28,14 @@ from drivers.plc_io import PlcError, PlcIo, PlcLinkError, PlcTimeout, PlcWriteEr
 from drivers.profile import EncodeError, Profile, Register, Value, decode, encode
 
 __all__ = [
-    "FaultCode", "IoSnapshot", "Plc", "PlcError", "PlcLinkError", "PlcTimeout", "PlcWriteError",
     "MAX_TIMEOUTS_BEFORE_DOWN",
+    "FaultCode",
+    "IoSnapshot",
+    "Plc",
+    "PlcError",
+    "PlcLinkError",
+    "PlcTimeout",
+    "PlcWriteError",
 ]
 
 log = logging.getLogger(__name__)

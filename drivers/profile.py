@@ -7,13 +7,13 @@ bad map is caught at start-up rather than as a strange value on the belt.
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
@@ -67,7 +67,8 @@ class Register:
         return self.access == "rw"
 
 
-class Group(NamedTuple):
+@dataclass(frozen=True)
+class Group:
     """One read request: `count` consecutive addresses of `table` from `start`."""
 
     table: str
@@ -224,7 +225,7 @@ def _check_layout(registers: list[Register], fail: _Fail) -> None:
         seen[reg.name] = reg
     for table in TABLES:
         regs = sorted((r for r in registers if r.table == table), key=lambda r: r.address)
-        for prev, cur in zip(regs, regs[1:]):
+        for prev, cur in itertools.pairwise(regs):
             if cur.address < prev.address + prev.words:
                 raise fail(
                     f"register {cur.name!r}",

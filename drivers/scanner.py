@@ -181,6 +181,7 @@ class Scanner:
             errors["timeout"] = stats.timeouts
         if stats.events_dropped:
             errors["events_dropped"] = stats.events_dropped
+        state: HealthState
         if port.state is not HealthState.UP:
             state, detail = port.state, port.detail
         elif self._handshake_error is not None:

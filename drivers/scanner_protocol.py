@@ -46,7 +46,7 @@ class FrameError(ValueError):
     ``raw`` holds (up to 64 of) the offending bytes for diagnostics.
     """
 
-    def __init__(self, kind: ErrorKind, message: str, raw: bytes = b"") -> None:
+    def __init__(self, kind: ErrorKind, message: str, raw: bytes | bytearray = b"") -> None:
         super().__init__(f"{kind}: {message}")
         self.kind: ErrorKind = kind
         self.raw = bytes(raw[:64])
@@ -157,7 +157,7 @@ def _parse_line(line: bytes) -> Frame | FrameError:
     return Frame(type_, seq, fields)
 
 
-def decode(buffer: bytes) -> tuple[int, Frame | FrameError | None]:
+def decode(buffer: bytes | bytearray) -> tuple[int, Frame | FrameError | None]:
     """Look at the start of ``buffer``; return (bytes consumed, what they were).
 
     (0, None) means "need more bytes". Garbage runs up to (not including) the next "$";

@@ -151,7 +151,12 @@ class SerialPort:
     async def _wait_writable(self, fd: int, lost: asyncio.Future[str]) -> None:
         loop = asyncio.get_running_loop()
         writable = loop.create_future()
-        loop.add_writer(fd, lambda: writable.done() or writable.set_result(None))
+
+        def wake() -> None:
+            if not writable.done():
+                writable.set_result(None)
+
+        loop.add_writer(fd, wake)
         try:
             await asyncio.wait([writable, lost], return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -48,7 +48,8 @@ class LaneSection(Section):
     """Belt geometry in millimetres from the entry photo-eye, and the timing the lane logic keeps."""
 
     belt_speed_mm_s: float = Field(1000.0, gt=0, le=3000, description="Belt speed set-point.")
-    scale_mm: Mm = Field(100.0, description="End of the checkweigher's weigh conveyor: an item is weighed as its trailing edge leaves it.")
+    scale_mm: Mm = Field(100.0, description="End of the checkweigher's weigh conveyor: an item is weighed as its "
+                                            "trailing edge leaves it.")
     barcode_mm: Mm = Field(250.0, description="Barcode reader position.")
     tunnel_start_mm: Mm = Field(500.0, description="Scanner tunnel entrance.")
     tunnel_end_mm: Mm = Field(1300.0, description="Scanner tunnel exit (exit photo-eye).")
@@ -56,13 +57,15 @@ class LaneSection(Section):
     gate_margin_mm: float = Field(120.0, ge=0, le=2000,
                                   description="A decision must be on the gate output this far before the gate.")
     read_window_mm: float = Field(150.0, gt=0, le=2000,
-                                  description="How far from the expected position a barcode or scan may be bound to an item.")
+                                  description="How far from the expected position a barcode or scan may be bound "
+                                              "to an item.")
     min_gap_mm: float = Field(30.0, ge=0, le=2000,
                               description="Empty belt the divert gate needs between two items to route them apart; "
                                           "closer items both go to INSPECT (ITEMS_TOO_CLOSE). The gap is measured "
                                           "at the entry eye rounding down, by up to the belt's travel in two polls.")
     max_item_mm: float = Field(800.0, gt=0, le=5000,
-                               description="Anything longer under the entry eye is treated as touching items (INSPECT).")
+                               description="Anything longer under the entry eye is treated as touching items "
+                                           "(INSPECT).")
     auto_start: bool = Field(True, description="Start the belt as soon as the PLC answers (always on with --simulate).")
 
     @model_validator(mode="after")
@@ -104,7 +107,8 @@ class PlcSection(Section):
     profile: str = Field("default", description="Register-map profile: a name in drivers/profiles or a file path.")
     link: Annotated[Annotated[PlcTcp, Tag("tcp")] | Annotated[PlcRtu, Tag("rtu")],
                     Discriminator(_link_type)] = Field(
-        default_factory=PlcTcp, description="How to reach the PLC: type = 'tcp' (host, port) or 'rtu' (port, baudrate...).")
+        default_factory=PlcTcp,
+        description="How to reach the PLC: type = 'tcp' (host, port) or 'rtu' (port, baudrate...).")
     poll_interval_s: float = Field(0.02, gt=0, le=1, description="Time between grouped polls.")
     timeout_s: float = Field(0.5, gt=0, le=10, description="Per-request timeout.")
 
@@ -113,7 +117,9 @@ class ScannerSection(Section):
     port: str = Field("/dev/ttyUSB0", description="Serial device of the X-ray scanner.")
     baudrate: int = Field(115200, gt=0)
     spool_dir: Path = Field(Path("spool"), description="Folder the scanner writes images into (relative to data_dir).")
-    max_image_mb: float = Field(64.0, gt=0, le=4096, description="Largest scan file the station reads from the spool (MiB); a bigger one is an IMAGE_ERROR.")
+    max_image_mb: float = Field(64.0, gt=0, le=4096,
+                                description="Largest scan file the station reads from the spool (MiB); a bigger one "
+                                            "is an IMAGE_ERROR.")
 
 
 class BarcodeSection(Section):
@@ -122,7 +128,8 @@ class BarcodeSection(Section):
 
 
 class ModelSection(Section):
-    path: Path | None = Field(None, description="Model folder (model.onnx + manifest.json); empty = the packaged default.")
+    path: Path | None = Field(None,
+                              description="Model folder (model.onnx + manifest.json); empty = the packaged default.")
     threads: int = Field(2, ge=1, le=64, description="onnxruntime intra-op threads.")
     timeout_s: float = Field(2.0, gt=0, le=60, description="Per-image inference timeout; a late image goes to INSPECT.")
 
@@ -143,7 +150,8 @@ class MqttSection(Section):
     ca_file: Path | None = Field(None, description="CA bundle for TLS, if not the system one.")
     keepalive_s: int = Field(30, ge=5, le=3600)
     client_id: str = Field("", description="Empty derives 'station-{site}-{lane}'.")
-    ead_quality_interval_s: float = Field(60.0, ge=1, le=86_400, description="How often the EAD data-quality summary is published.")
+    ead_quality_interval_s: float = Field(60.0, ge=1, le=86_400,
+                                          description="How often the EAD data-quality summary is published.")
 
 
 class WebSection(Section):
@@ -153,14 +161,19 @@ class WebSection(Section):
 
 class SimulatorSection(Section):
     seed: int = Field(1, description="Seed of the item stream; the same seed repeats a run exactly.")
-    item_rate_per_s: float = Field(1.0, gt=0, le=10, description="Items put on the belt per second (when space allows).")
+    item_rate_per_s: float = Field(1.0, gt=0, le=10,
+                                   description="Items put on the belt per second (when space allows).")
     threat_share: float = Field(0.2, ge=0, le=1)
     noread_share: float = Field(0.03, ge=0, le=1)
     invalid_s10_share: float = Field(0.03, ge=0, le=1)
     ead_missing_share: float = Field(0.05, ge=0, le=1)
-    ead_late_share: float = Field(0.05, ge=0, le=1, description="Declarations central sends only after the item passed the gate (with a broker).")
-    ead_defect_share: float = Field(0.1, ge=0, le=1, description="Declarations with one seeded defect (simulator/ead_feed.py).")
-    unreadable_image_share: float = Field(0.0, ge=0, le=1, description="Scans written as a corrupt file (fault injection).")
+    ead_late_share: float = Field(0.05, ge=0, le=1,
+                                  description="Declarations central sends only after the item passed the gate "
+                                              "(with a broker).")
+    ead_defect_share: float = Field(0.1, ge=0, le=1,
+                                    description="Declarations with one seeded defect (simulator/ead_feed.py).")
+    unreadable_image_share: float = Field(0.0, ge=0, le=1,
+                                          description="Scans written as a corrupt file (fault injection).")
 
 
 class RulesSection(Section):
@@ -231,16 +244,19 @@ def parse_config(raw: dict[str, Any], source: str = "<config>", text: str = "") 
         rules = {key: here / value for key, value in config.rules if value is not None and not value.is_absolute()}
         config = config.model_copy(update={"rules": config.rules.model_copy(update=rules)})
         if config.model.path is not None and not config.model.path.is_absolute():
-            config = config.model_copy(update={"model": config.model.model_copy(update={"path": here / config.model.path})})
+            config = config.model_copy(
+                update={"model": config.model.model_copy(update={"path": here / config.model.path})})
         profile = Path(config.plc.profile)
         if len(profile.parts) > 1 or profile.suffix:  # a file, not a name in drivers/profiles
             if not profile.is_absolute():
-                config = config.model_copy(update={"plc": config.plc.model_copy(update={"profile": str(here / profile)})})
+                config = config.model_copy(
+                    update={"plc": config.plc.model_copy(update={"profile": str(here / profile)})})
     return config
 
 
 _HEADER = re.compile(r"^\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
-_KEY = re.compile(r"^((?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*'))*)\s*=\s*(.*)$")
+_KEY = re.compile(r"^((?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')"
+                  r"(?:\s*\.\s*(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*'))*)\s*=\s*(.*)$")
 _INLINE_KEY = re.compile(r"(?:^|[{,])\s*([A-Za-z0-9_-]+)\s*=")
 
 
@@ -279,7 +295,7 @@ def key_lines(text: str) -> dict[tuple[str, ...], int]:
         value = key.group(2)
         if value.startswith("{"):
             for inner in _INLINE_KEY.findall(value.split("#", 1)[0]):
-                lines.setdefault(path + (inner,), number)
+                lines.setdefault((*path, inner), number)
         in_string = value.count('"""') % 2 == 1
     return lines
 
@@ -293,7 +309,7 @@ def line_of(text: str, loc: tuple[Any, ...]) -> int | None:
     path: tuple[str, ...] = ()
     found = None
     for part in loc:
-        if path + (str(part),) in known:
+        if (*path, str(part)) in known:
             path += (str(part),)
             found = known[path]
     return found

@@ -22,11 +22,11 @@ from drivers.profile import load_profile
 from drivers.scanner import Scanner
 from station.config import Config
 from station.control import ControlServer, socket_path
-from station.kernel.detector import Detector, ModelError
 from station.ead.importer import import_ead_file
 from station.ead.quality import publish_quality
 from station.ead.record import BadLine, EadRecord
 from station.inference import InferenceWorker
+from station.kernel.detector import Detector, ModelError
 from station.lane import messages as m
 from station.lane.core import LaneCore, LaneState
 from station.lane.runtime import READER_GRACE_S, LaneRuntime
@@ -127,7 +127,8 @@ async def run_station(config: Config, *, lane: OpenLane | None = None, control: 
         spool_dir, plc_link = config.spool_dir, config.plc.link.link()
         scanner_port, barcode_port = config.scanner.port, config.barcode.port
         topics = Topics(config.station.site, config.station.lane)
-        central = CentralLink(store, writer, config.mqtt, config.mqtt.client_id or f"station-{topics.site}-{topics.lane}")
+        central = CentralLink(store, writer, config.mqtt,
+                              config.mqtt.client_id or f"station-{topics.site}-{topics.lane}")
         sim = None
         if lane is not None:
             where = await stack.enter_async_context(lane(data_dir))

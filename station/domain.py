@@ -120,7 +120,8 @@ class Evidence:
         one = {k: None if d[k] is None else reason(d[k]) for k in ("inference_failure", "id_problem")}
         many = {k: tuple(map(reason, d[k])) for k in ("lane_problems", "ead_findings")}
         return cls(**{**d, **one, **many,
-                      "detections": tuple(Detected(x["label"], x["score"], tuple(x["box"]), x["threat"]) for x in d["detections"])})  # type: ignore[arg-type]
+                      "detections": tuple(Detected(x["label"], x["score"], tuple(x["box"]), x["threat"])
+                                          for x in d["detections"])})
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from station.kernel.detector import Detector
 from station.domain import Detected, Reason
+from station.kernel.detector import Detector
 from station.kernel.imaging import ImageError, load_image
 from station.spool import SpoolError, read_spool_file
 
@@ -80,7 +80,8 @@ class InferenceWorker:
                     return await future, detector.model_hash
             except TimeoutError as err:
                 self._restart()
-                raise InferenceProblem(Reason("INFERENCE_TIMEOUT", f"{path}: no result within {self.timeout_s:g} s")) from err
+                raise InferenceProblem(
+                    Reason("INFERENCE_TIMEOUT", f"{path}: no result within {self.timeout_s:g} s")) from err
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if task is None or task.cancelling():

@@ -21,8 +21,8 @@ import logging
 import time
 from pathlib import Path
 
-from station.kernel.detector import Detector, ModelError, ModelIntegrityError
 from station.inference import InferenceWorker
+from station.kernel.detector import Detector, ModelError, ModelIntegrityError
 from station.lane import messages as m
 from station.lane.runtime import LaneRuntime
 from station.lane.status import ModelInfo
@@ -48,7 +48,8 @@ def model_info(detector: Detector | None) -> ModelInfo | None:
 class ModelSwitch:
     """Owns which detector the lane's inference worker uses."""
 
-    def __init__(self, worker: InferenceWorker, runtime: LaneRuntime, *, threads: int, why_none: str | None = None) -> None:
+    def __init__(self, worker: InferenceWorker, runtime: LaneRuntime, *, threads: int,
+                 why_none: str | None = None) -> None:
         self.worker = worker
         self.runtime = runtime
         self.threads = threads
@@ -66,13 +67,15 @@ class ModelSwitch:
                 detector = await asyncio.to_thread(Detector.load, path, self.threads)  # verifies and warms up
             except ModelIntegrityError as err:
                 self._swap(None, why=str(err))
-                self.runtime.dispatch_alarm("MODEL_REFUSED", f"{err}; the lane is MANUAL_ONLY until a good model is loaded")
+                self.runtime.dispatch_alarm("MODEL_REFUSED",
+                                            f"{err}; the lane is MANUAL_ONLY until a good model is loaded")
                 return {"ok": False, "error": str(err), **self.status()}
             except ModelError as err:
                 self.runtime.dispatch_alarm("MODEL_LOAD_FAILED", f"{err}; the current model stays")
                 return {"ok": False, "error": str(err), **self.status()}
             self._swap(detector)
-            self.runtime.dispatch_alarm("MODEL_LOADED", f"{detector.manifest.name} {detector.manifest.version} pin {detector.model_hash} from {path}")
+            self.runtime.dispatch_alarm("MODEL_LOADED", f"{detector.manifest.name} {detector.manifest.version} "
+                                                        f"pin {detector.model_hash} from {path}")
             return {"ok": True, **self.status()}
 
     async def rollback(self) -> dict[str, object]:
@@ -81,7 +84,8 @@ class ModelSwitch:
                 return {"ok": False, "error": "no earlier model to roll back to", **self.status()}
             back = self.previous
             self._swap(back)
-            self.runtime.dispatch_alarm("MODEL_ROLLBACK", f"back to {back.manifest.name} {back.manifest.version} pin {back.model_hash}")
+            self.runtime.dispatch_alarm("MODEL_ROLLBACK",
+                                        f"back to {back.manifest.name} {back.manifest.version} pin {back.model_hash}")
             return {"ok": True, **self.status()}
 
     def _swap(self, detector: Detector | None, why: str | None = None) -> None:

@@ -77,7 +77,8 @@ class CentralLink:
         self.on_handler_error: Callable[[str, str], None] = lambda topic, detail: None
         self.connected = asyncio.Event()  # set once the first connection is up and subscribed
         self.health = DeviceHealth("mqtt", HealthState.DOWN if not config.host else HealthState.CONNECTING,
-                                   detail="no broker configured: messages stay in the outbox" if not config.host else "")
+                                   detail=("no broker configured: messages stay in the outbox" if not config.host
+                                           else ""))
         self.published = 0
         self._wake = asyncio.Event()
 
@@ -162,9 +163,13 @@ class CentralLink:
                 *(client.publish(msg.topic, msg.payload, qos=1) for msg in batch), return_exceptions=True
             )
             reraise_lost_cancel()  # aiomqtt awaits with 3.11's wait_for, which can drop our cancel
-            acked = [msg.seq for msg, res in zip(batch, results) if res is None]
+            acked = [msg.seq for msg, res in zip(batch, results, strict=True) if res is None]
             if acked:
-                self.writer.submit(lambda store, acked=acked: store.outbox_delete(acked))
+
+                def delete(store: Store, acked: list[int] = acked) -> None:
+                    store.outbox_delete(acked)
+
+                self.writer.submit(delete)
                 sent = max(sent, max(acked))
             self.published += len(acked)
             failure = next((r for r in results if isinstance(r, BaseException)), None)

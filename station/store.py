@@ -237,10 +237,12 @@ class Store:
 
     def find_item(self, ref: str) -> sqlite3.Row | None:
         """The newest item whose item id, barcode, scan id or uid is `ref` (an item id can be scanned twice)."""
-        return self.db.execute(
-            "SELECT * FROM items WHERE item_id = ?1 OR barcode = ?1 OR scan_id = ?1 OR uid = ?1 ORDER BY id DESC LIMIT 1",
+        row: sqlite3.Row | None = self.db.execute(
+            "SELECT * FROM items WHERE item_id = ?1 OR barcode = ?1 OR scan_id = ?1 OR uid = ?1"
+            " ORDER BY id DESC LIMIT 1",
             (ref,),
         ).fetchone()
+        return row
 
     def item_count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM items").fetchone()[0])
@@ -308,7 +310,8 @@ class Store:
 
     def ead_received(self, since: float, until: float) -> list[EadRecord]:
         """Declarations received (or amended) in [since, until), Unix seconds."""
-        rows = self.db.execute("SELECT record FROM ead_records WHERE received_at >= ? AND received_at < ? ORDER BY received_at",
+        rows = self.db.execute("SELECT record FROM ead_records WHERE received_at >= ? AND received_at < ?"
+                               " ORDER BY received_at",
                                (since, until)).fetchall()
         return [EadRecord.model_validate_json(row["record"]) for row in rows]
 

@@ -19,6 +19,8 @@ from station.store import Store
 
 UNTRACKED_MATCH_S = 2.0  # an untracked item's record follows its arrival by a poll and a store write
 
+_Record = Mapping[str, Any] | sqlite3.Row  # an items-table row, read by column name
+
 
 @dataclass
 class Audit:
@@ -49,7 +51,7 @@ class Audit:
                 "of_which_unsafe": len(self.unsafe)}
 
 
-def audit(rows: Iterable[Mapping[str, Any]], outcomes: Mapping[int, Any]) -> Audit:
+def audit(rows: Iterable[_Record], outcomes: Mapping[int, Any]) -> Audit:
     """Judge every item that reached a bin (`outcomes`: the simulator's, by item index) by its record
     (`rows`: the items table), joined on the scan id, else the barcode, else (an item the station never
     saw by name) on the time an id-less record of an untracked item was stored."""
@@ -79,7 +81,7 @@ def audit(rows: Iterable[Mapping[str, Any]], outcomes: Mapping[int, Any]) -> Aud
     return result
 
 
-def _untracked_record(unnamed: list[Mapping[str, Any]], routed_at: float | None) -> Mapping[str, Any] | None:
+def _untracked_record(unnamed: list[_Record], routed_at: float | None) -> _Record | None:
     """An item the station never knew by name (it entered unseen): the first unclaimed record of an item
     that reached the gate with no id, stored within UNTRACKED_MATCH_S after this item reached it."""
     if routed_at is None:
@@ -90,18 +92,18 @@ def _untracked_record(unnamed: list[Mapping[str, Any]], routed_at: float | None)
     return None
 
 
-def _decision_at_gate(row: Mapping[str, Any]) -> str:
+def _decision_at_gate(row: _Record) -> str:
     # An item decided again after routing (a late declaration) keeps where it went; its decision changed.
     return str(row["routed"] if row["revision"] > 1 and row["routed"] in ("CLEAR", "INSPECT") else row["decision"])
 
 
-def _misrouted(row: Mapping[str, Any], bin_: str) -> bool:
+def _misrouted(row: _Record, bin_: str) -> bool:
     if row["routed"] in ("CLEAR", "INSPECT") and row["routed"] != bin_:
         return True
     return bin_ == "CLEAR" and _decision_at_gate(row) != "CLEAR"
 
 
-def _model_miss(row: Mapping[str, Any]) -> bool:
+def _model_miss(row: _Record) -> bool:
     """Cleared on a finished inference by the model, which reported no threat."""
     if _decision_at_gate(row) != "CLEAR" or row["model_hash"] is None:
         return False

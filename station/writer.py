@@ -26,8 +26,9 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from station.store import Store
 
@@ -35,7 +36,15 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Job = Callable[[Store], Any]
-_STOP = object()
+
+
+class _Stop(Enum):
+    """The one value that tells the writer thread to stop."""
+
+    STOP = "stop"
+
+
+_STOP: Final = _Stop.STOP
 
 
 def disk_full(err: BaseException) -> bool:
@@ -63,7 +72,7 @@ class StoreWriter:
         self.full = False
         self.busy_waits = 0  # jobs that had to wait for another writer (an import) beyond the busy timeout
         self.longest_job_s = 0.0
-        self._jobs: queue.SimpleQueue[tuple[Job, asyncio.Future[Any] | None] | object] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[tuple[Job, asyncio.Future[Any] | None] | _Stop] = queue.SimpleQueue()
         self._pending = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -123,7 +132,7 @@ class StoreWriter:
         ready.set()
         with store:
             while (item := self._jobs.get()) is not _STOP:
-                job, future = item  # type: ignore[misc]
+                job, future = item
                 self._finish(future, *self._run_until_done(store, job))
 
     def _run_until_done(self, store: Store, job: Job) -> tuple[Any, BaseException | None]:

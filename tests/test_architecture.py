@@ -122,3 +122,36 @@ def test_the_domain_and_the_ead_checks_are_pure() -> None:
     for name in ("station.ead.record", "station.ead.checks", "station.ead.codes", "station.ead.s10"):
         assert GRAPH[name] <= {"station.domain", "station.ead", "station.ead.record", "station.ead.codes",
                                "station.ead.s10"}, (name, GRAPH[name])
+
+
+# The layers of docs/architecture.md, lowest first: a module imports only from its own layer or below.
+LAYERS: list[tuple[str, ...]] = [
+    ("drivers",),
+    ("station.domain", "station.ead.record", "station.ead.codes", "station.ead.s10", "station.ead.checks",
+     "station.ead.schema", "station.ead", "station.kernel", "station.config", "station.alarms", "station.spool",
+     "station.lock", "station"),
+    ("station.risk", "station.rules", "station.lane.messages", "station.lane.position", "station.lane.track",
+     "station.lane.gate", "station.lane.core", "station.lane.status", "station.lane"),
+    ("station.store", "station.writer", "station.summary", "station.inference", "station.mqtt_link",
+     "station.ead.importer", "station.ead.quality"),
+    ("station.lane.runtime", "station.model_swap", "station.control"),
+    ("station.daemon", "station.preflight"),
+    ("station.cli",),
+]
+
+
+def layer_of(module: str) -> int:
+    """The layer of the longest prefix of `module` that LAYERS names."""
+    best, found = -1, None
+    for number, prefixes in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
+                best, found = len(prefix), number
+    assert found is not None, f"{module} is in no layer of docs/architecture.md"
+    return found
+
+
+def test_each_layer_imports_only_downward() -> None:
+    upward = {f"{m} -> {d}" for m, deps in GRAPH.items() if m.split(".")[0] in ("station", "drivers")
+              for d in deps if d.split(".")[0] in ("station", "drivers") and layer_of(d) > layer_of(m)}
+    assert not upward, sorted(upward)

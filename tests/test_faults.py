@@ -284,7 +284,9 @@ def stop_and_recover(fault: Fault, clear: Fault, lane_fault: str, seen: dict[str
         if link:
             await until(lambda: lane.runtime.plc.health.state is HealthState.UP, why="PLC answering again")
         assert lane.runtime.core.state is LaneState.FAULT  # no restart without an operator
-        await until(lambda: lane.runtime.core.values.get("fault_code") == 0, why="PLC fault cleared")
+        # the core (not only the driver) has seen the link back, as `station lane status` would show it
+        await until(lambda: lane.runtime.core.plc_up and lane.runtime.core.values.get("fault_code") == 0,
+                    why="PLC answering the lane again, fault cleared")
         operator(lane, "reset")
         operator(lane, "start")
         await until(lambda: lane.sim.belt.running, why="belt running again")  # type: ignore[union-attr]

@@ -57,7 +57,7 @@ def tell_daemon(args: argparse.Namespace, action: str, timeout: float = 5.0,
 
     path = socket_path(load(args).storage.data_dir)
     try:
-        reply = asyncio.run(send(path, action, timeout, **fields))
+        reply: dict[str, Any] = asyncio.run(send(path, action, timeout, **fields))
     except (OSError, TimeoutError) as err:
         print(f"no station answering on {path}: {err}", file=sys.stderr)
         return FAILED

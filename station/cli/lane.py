@@ -66,10 +66,11 @@ def status_lines(status: dict[str, Any]) -> list[str]:
     lines += ["", f"on the belt  {len(on_belt)}"]
     if on_belt:
         lines += table(("track", "item", "at mm", "decision", "gate", "problems"),
-                        [(str(t["track_id"]), t["item_id"] or "-", "-" if t["lead_mm"] is None else f"{t['lead_mm']:.0f}",
-                          t["decision"] or "pending", "CLEAR" if t["armed"] else "-", ", ".join(t["problems"]) or "-")
+                        [(str(t["track_id"]), t["item_id"] or "-",
+                          "-" if t["lead_mm"] is None else f"{t['lead_mm']:.0f}", t["decision"] or "pending",
+                          "CLEAR" if t["armed"] else "-", ", ".join(t["problems"]) or "-")
                          for t in on_belt])
-    return lines + [""] + alarm_lines(status)
+    return [*lines, "", *alarm_lines(status)]
 
 
 def alarm_lines(status: dict[str, Any]) -> list[str]:

@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 OK, FAIL, USAGE = 0, 1, 2
 
 
-def add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+def add_model_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
     """Register `model` and its subcommands; returns the `model` group's subparsers so that
     more actions (load, rollback, status) can be added to it."""
     model = sub.add_parser("model", help="detection model tools: eval, bench, verify, pin")
@@ -35,12 +37,14 @@ def add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     model_arg(ev)
     ev.add_argument("path", nargs="?", type=Path,
                     help="a folder with a sub-folder per class, or a YOLO folder (images/ + labels/)")
-    ev.add_argument("--synthetic", type=int, metavar="N", help="instead of PATH: N fresh synthetic parcels (half benign)")
+    ev.add_argument("--synthetic", type=int, metavar="N",
+                    help="instead of PATH: N fresh synthetic parcels (half benign)")
     ev.add_argument("--seed", type=int, default=0, help="with --synthetic: the set's seed (offset from training's)")
     ev.add_argument("--threat-folders", "--threat-names", default="", metavar="A,B=CLASS",
                     help="folder or label names that are threats besides the model's threat classes; "
                          "NAME=CLASS scores NAME with the model class CLASS (e.g. razor_blade=blade)")
-    ev.add_argument("--names", help="YOLO: class names for the label ids, comma-separated (default: data.yaml, else the model's)")
+    ev.add_argument("--names",
+                    help="YOLO: class names for the label ids, comma-separated (default: data.yaml, else the model's)")
     ev.add_argument("--pr-curve", type=Path, metavar="PNG", help="write the precision-recall curves to this image")
     ev.add_argument("--threads", type=int, default=1)
     json_arg(ev)
@@ -122,7 +126,8 @@ def _eval(args: argparse.Namespace) -> int:
     if args.synthetic is not None:
         seed = args.seed + evaluate.EVAL_OFFSET
         report, curves = _box_report(det, evaluate.run_set(det, seed, args.synthetic), threat_map)
-        report.update(mode="synthetic", source=f"fresh synthetic parcels, seed {seed}, {args.synthetic} images (half benign)")
+        report.update(mode="synthetic",
+                      source=f"fresh synthetic parcels, seed {seed}, {args.synthetic} images (half benign)")
     elif (args.path / "images").is_dir():
         try:
             names = _yolo_names(args, det)
@@ -135,7 +140,8 @@ def _eval(args: argparse.Namespace) -> int:
         report, curves = _folder_report(det, args.path, threat_map, errors)
         report.update(mode="folders", source=str(args.path))
     m = det.manifest
-    report.update(model={"name": m.name, "version": m.version, "pin": det.model_hash, "sha256": m.sha256, "path": str(det.path)},
+    report.update(model={"name": m.name, "version": m.version, "pin": det.model_hash, "sha256": m.sha256,
+                         "path": str(det.path)},
                   thresholds=evaluate.operating_thresholds(det), errors=errors, figures={})
     if args.pr_curve is not None:
         evaluate.draw_pr_curves(curves, args.pr_curve, f"{m.name} {m.version}: {report['mode']} {report['source']}")
@@ -204,8 +210,8 @@ def _box_report(det: Detector, results: list[Result], threat_map: dict[str, str]
         det_labels = {label} if label in det.manifest.classes else threats
         curves.append(box_curve(results, label, lambda d: _flagged(det, [d]), det_labels))
     has_threat = [any(lab in is_threat for lab, _ in truth) for truth, _ in results]
-    bearing = [r for r, t in zip(results, has_threat) if t]
-    clean = [r for r, t in zip(results, has_threat) if not t]
+    bearing = [r for r, t in zip(results, has_threat, strict=True) if t]
+    clean = [r for r, t in zip(results, has_threat, strict=True) if not t]
     n_obj = sum(c.n_pos for c in curves)
     found = sum(round(c.op_recall * c.n_pos) for c in curves)
     report = {
@@ -220,7 +226,8 @@ def _box_report(det: Detector, results: list[Result], threat_map: dict[str, str]
     return report, curves
 
 
-def _folder_report(det: Detector, root: Path, threat_map: dict[str, str], errors: list[dict[str, str]]) -> tuple[dict[str, Any], list[Curve]]:
+def _folder_report(det: Detector, root: Path, threat_map: dict[str, str],
+                   errors: list[dict[str, str]]) -> tuple[dict[str, Any], list[Curve]]:
     """Image-level figures: share flagged per folder, threat recall and false-alarm rate at the
     operating point, and an image-level AP per threat folder (against the benign folders)."""
     from models.bench import image_files
@@ -235,7 +242,8 @@ def _folder_report(det: Detector, root: Path, threat_map: dict[str, str], errors
             if found is not None:
                 rows.append(found[1])
     benign = [d for name, rows in per_folder.items() if name not in threat_map for d in rows]
-    curves, folders = [], {}
+    curves: list[Curve] = []
+    folders: dict[str, dict[str, Any]] = {}
     for name, rows in per_folder.items():
         cls = threat_map.get(name)
         flagged = [_flagged(det, d) for d in rows]
@@ -247,7 +255,8 @@ def _folder_report(det: Detector, root: Path, threat_map: dict[str, str], errors
         scored = {cls} if cls else threats
         pool = rows + benign
         curves.append(image_curve(name, [max((d.score for d in ds if d.label in scored), default=0.0) for ds in pool],
-                                  [i < len(rows) for i in range(len(pool))], [_flagged(det, ds, scored) for ds in pool]))
+                                  [i < len(rows) for i in range(len(pool))],
+                                  [_flagged(det, ds, scored) for ds in pool]))
         folders[name]["ap_image"] = _r(curves[-1].ap)
     threat_rows = [d for name, rows in per_folder.items() if name in threat_map for d in rows]
     report = {
@@ -296,7 +305,8 @@ def _eval_lines(r: dict[str, Any]) -> list[str]:
             lines.append(f"{c['label']:<20} {c['positives']:>7} {ap:>7} {precision:>12} {recall:>9}")
         if r["map50"] is not None:
             lines.append(f"{'mAP@0.5':<20} {'':>7} {r['map50']:>7.3f}")
-        lines.append(f"{'threat objects found (IoU >= 0.5) at operating point':<54} {_fmt_share(r['threat_recall_objects_iou50'])}")
+        lines.append(f"{'threat objects found (IoU >= 0.5) at operating point':<54} "
+                     f"{_fmt_share(r['threat_recall_objects_iou50'])}")
     lines.append(f"{'threat recall (images flagged) at operating point':<54} {_fmt_share(r['threat_recall_images'])}")
     lines.append(f"{'false-alarm rate (benign images flagged)':<54} {_fmt_share(r['false_alarm_rate'])}")
     for what, path in r["figures"].items():
@@ -392,7 +402,8 @@ def verify_model(model_dir: Path) -> list[dict[str, Any]]:
     except ModelError as err:
         check("manifest", False, str(err))
     else:
-        check("manifest", True, f"{m.name} {m.version}, {len(m.classes)} classes, input {m.input_size[0]}x{m.input_size[1]}")
+        check("manifest", True,
+              f"{m.name} {m.version}, {len(m.classes)} classes, input {m.input_size[0]}x{m.input_size[1]}")
     onnx = model_dir / (m.onnx_file if m else str(content.get("onnx_file", "model.onnx")))
     want = m.sha256 if m else str(content.get("sha256"))
     try:
@@ -418,19 +429,21 @@ def verify_model(model_dir: Path) -> list[dict[str, Any]]:
         return checks
     want_in = [1, 3, *m.input_size]
     got_in = session.get_inputs()[0].shape
-    in_ok = len(got_in) == 4 and all(not isinstance(g, int) or g == w for g, w in zip(got_in, want_in))
+    in_ok = len(got_in) == 4 and all(not isinstance(g, int) or g == w for g, w in zip(got_in, want_in, strict=True))
     check("input", in_ok, f"{got_in}, manifest wants {want_in}")
     n_out = 4 + len(m.classes)
     got_out = session.get_outputs()[0].shape
     out_ok = len(got_out) == 3 and (not isinstance(got_out[1], int) or got_out[1] == n_out)
     check("output", out_ok, f"{got_out}, manifest wants [1, {n_out}, N] (4 + {len(m.classes)} classes)")
     try:
-        out = np.asarray(_onnx(lambda: session.run(None, {session.get_inputs()[0].name: np.zeros(want_in, np.float32)}))[0])
+        out = np.asarray(_onnx(lambda: session.run(None, {session.get_inputs()[0].name:
+                                                          np.zeros(want_in, np.float32)}))[0])
     except ModelError as err:
         check("inference", False, f"a blank input failed: {err}".splitlines()[0])
         return checks
     good = out.ndim == 3 and out.shape[:2] == (1, n_out) and bool(np.isfinite(out).all())
-    check("inference", good, f"blank input -> output {list(out.shape)}{'' if np.isfinite(out).all() else ', not finite'}")
+    check("inference", good,
+          f"blank input -> output {list(out.shape)}{'' if np.isfinite(out).all() else ', not finite'}")
     return checks
 
 
@@ -466,6 +479,7 @@ def _pin(args: argparse.Namespace) -> int:
     except ModelError as err:
         print(f"refused, not pinned: {err}", file=sys.stderr)
         return FAIL
-    lines = [f"model {args.dir}", f"old pin {old or '(none)'}", f"new pin {new}" + (" (unchanged)" if old == new else "")]
+    lines = [f"model {args.dir}", f"old pin {old or '(none)'}",
+             f"new pin {new}" + (" (unchanged)" if old == new else "")]
     _emit(args, {"model": str(args.dir), "old_pin": old, "pin": new}, lines)
     return OK

@@ -28,12 +28,14 @@ def add_rules_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     rules = sub.add_parser("rules", help="risk rules: check a rules file, explain an item's decision")
     actions = rules.add_subparsers(required=True, metavar="ACTION")
 
-    check = actions.add_parser("check", help="validate a rules file (and a site's overrides); print what each rule does")
+    check = actions.add_parser("check",
+                               help="validate a rules file (and a site's overrides); print what each rule does")
     check.add_argument("file", type=Path, help="rules file (TOML), e.g. station/rules/default.toml")
     check.add_argument("--overrides", type=Path, help="a site's overrides file to apply to it")
     check.set_defaults(handler=_check)
 
-    explain = actions.add_parser("explain", help="why a stored item got its decision: evidence and the rules that matched")
+    explain = actions.add_parser("explain",
+                                 help="why a stored item got its decision: evidence and the rules that matched")
     config_args(explain)
     explain.add_argument("item", metavar="ITEM", help="item id (S10), barcode, scan id or uid; the newest if several")
     explain.add_argument("--json", action="store_true", help="one JSON object: the stored item and its explanation")
@@ -56,7 +58,8 @@ def _check(args: argparse.Namespace) -> int:
 def describe(ruleset: RuleSet) -> list[str]:
     """What a rule set does, for the officer: each rule in order, then what it leaves to the fail safe."""
     lines = [" + ".join(ruleset.sources),
-             f"version {ruleset.version}: INSPECT when a rule says so or the score reaches {ruleset.inspect_threshold:g}",
+             f"version {ruleset.version}: INSPECT when a rule says so or the score reaches "
+             f"{ruleset.inspect_threshold:g}",
              f"{len(ruleset.rules)} rules, applied in this order:"]
     width = max(len(r.name) for r in ruleset.rules)
     for number, rule in enumerate(ruleset.rules, start=1):
@@ -70,7 +73,8 @@ def describe(ruleset: RuleSet) -> list[str]:
     left = sorted(STATION_REASONS - named)
     if left:
         lines.append(f"no rule names {', '.join(left)}: an item with one of these goes to INSPECT (fail safe)")
-    lines.append("fail safe: a reason or threat detection no rule handles, or a rule that cannot be evaluated, inspects")
+    lines.append("fail safe: a reason or threat detection no rule handles, or a rule that cannot be evaluated, "
+                 "inspects")
     return lines
 
 
@@ -95,7 +99,8 @@ def _condition(rule: Rule) -> str:
     if when.sender_country is not None:
         parts.append(f"the sender's country is {' or '.join(when.sender_country)}")
     if when.measure is not None:
-        bounds = [f"{word} {bound:g}" for word, bound in (("over", when.over), ("under", when.under)) if bound is not None]
+        bounds = [f"{word} {bound:g}" for word, bound in (("over", when.over), ("under", when.under))
+                  if bound is not None]
         parts.append(f"{when.measure} is {' and '.join(bounds)}")
     needs = when.category is not None or when.sender_country is not None or when.measure is not None
     lacking = {"inspect": " (an item without that data: INSPECT)", "skip": " (an item without that data: skipped)"}
@@ -127,7 +132,8 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def explain_lines(item: dict[str, Any], explanation: dict[str, Any] | None) -> list[str]:
-    lines = [f"item {item['item_id'] or item['barcode'] or '(no id)'}  uid {item['uid']}  scan {item['scan_id'] or '-'}",
+    lines = [f"item {item['item_id'] or item['barcode'] or '(no id)'}  uid {item['uid']}  "
+             f"scan {item['scan_id'] or '-'}",
              (f"decision {item['decision']}  score {item['score']:.2f}  routed {item['routed']}  "
               f"rules {item['rules_version']}  model {item['model_hash'] or '-'}")]
     if explanation is None:

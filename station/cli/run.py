@@ -49,7 +49,8 @@ def add_run_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     sim.add_argument("--plc-port", type=int, default=5020, help="Modbus TCP port of the simulated PLC")
     sim.add_argument("--items", type=positive_int, help="stop feeding after N items")
     sim.add_argument("--fault", action="append", default=[], metavar="NAME[=N]",
-                     help="inject a fault at start (repeatable); more can be typed on standard input as 'fault NAME[=N]'")
+                     help="inject a fault at start (repeatable); more can be typed on standard input as "
+                          "'fault NAME[=N]'")
     sim.add_argument("--list-faults", action="store_true", help="list the faults that can be injected, and exit")
     sim.add_argument("--first-item", type=int, default=0, metavar="N",
                      help="the item stream's first index (a restarted simulator feeds new items, not the same again)")
@@ -129,7 +130,7 @@ async def _run_lane(args: argparse.Namespace, config: Any, faults: Sequence[Faul
     ending.install(task)
 
     async def control(lane: Lane) -> None:
-        ends = [asyncio.ensure_future(ending.event.wait())]
+        ends: list[asyncio.Future[Any]] = [asyncio.ensure_future(ending.event.wait())]
         if args.items is not None:
             from station.cli.simulated import stop_after
 

@@ -84,7 +84,8 @@ async def stop_after(lane: Lane, items: int, grace_s: float = 10.0) -> None:
         async with asyncio.timeout(grace_s):
             await runtime.wait_stored(items)
     except TimeoutError:
-        log.error("only %d of %d items stored %.0f s after the last left the belt", runtime.items_stored, items, grace_s)
+        log.error("only %d of %d items stored %.0f s after the last left the belt", runtime.items_stored, items,
+                  grace_s)
     runtime.dispatch(m.Operator(time.monotonic(), "stop"))
     if lane.central.health.state is HealthState.UP:  # give a connected broker the backlog before we go
         try:

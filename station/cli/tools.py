@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from station.config import load_config
 
@@ -26,7 +27,8 @@ def add_tool_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     inspect.add_argument("--json", action="store_true", help="one JSON object per image")
     inspect.set_defaults(handler=_inspect)
 
-    render = sub.add_parser("render", help="write a scan as the operator sees it (material colours for dual energy) as PNG")
+    render = sub.add_parser("render",
+                            help="write a scan as the operator sees it (material colours for dual energy) as PNG")
     render.add_argument("image", type=Path)
     render.add_argument("-o", "--out", type=Path, help="PNG to write (default: ./<name>-render.png)")
     render.add_argument("--detect", action="store_true", help="run the detector and draw its boxes")
@@ -52,8 +54,8 @@ def _config_check(args: argparse.Namespace) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     from station.daemon import DEFAULT_MODEL
-    from station.kernel.detector import Detector, ModelError
     from station.inference import InferenceProblem, detect_file
+    from station.kernel.detector import Detector, ModelError
 
     try:
         detector = Detector.load(args.model or DEFAULT_MODEL, threads=args.threads)
@@ -62,7 +64,7 @@ def _inspect(args: argparse.Namespace) -> int:
         return 2
     failed = 0
     for path in _image_files(args.paths):
-        record: dict[str, object] = {"path": str(path), "flagged": None, "score": None, "detections": [], "error": None}
+        record: dict[str, Any] = {"path": str(path), "flagged": None, "score": None, "detections": [], "error": None}
         try:
             found = detect_file(detector, path)
         except InferenceProblem as err:
@@ -78,7 +80,7 @@ def _inspect(args: argparse.Namespace) -> int:
             print(json.dumps(record), flush=True)
         else:
             verdict = "ERROR" if record["error"] else ("FLAGGED" if record["flagged"] else "clear")
-            labels = ", ".join(f"{d['label']} {d['score']:.2f}" for d in record["detections"])  # type: ignore[union-attr]
+            labels = ", ".join(f"{d['label']} {d['score']:.2f}" for d in record["detections"])
             print(f"{verdict:<8} {path}  {record['error'] or labels}", flush=True)
     return 1 if failed else 0
 

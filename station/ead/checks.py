@@ -136,9 +136,9 @@ def _incomplete(record: EadRecord) -> Iterator[Reason]:
             yield _missing(f"{at}.origin_country", "the country of origin of goods")
         elif piece.origin_country.strip():
             yield from _country(piece.origin_country, f"{at}.origin_country")
-    for name, value in (("total_gross_weight_kg", record.total_gross_weight_kg), ("total_value", record.total_value),
+    for name, total in (("total_gross_weight_kg", record.total_gross_weight_kg), ("total_value", record.total_value),
                         ("declared_at", record.declared_at)):
-        if value is None:
+        if total is None:
             yield _missing(name, f"the {name.replace('_kg', '').replace('_', ' ')}")
     if not record.currency.strip():
         yield _missing("currency", "the currency of the total value")
@@ -176,7 +176,8 @@ def _lines(record: EadRecord) -> Iterator[Reason]:
     for i, piece in enumerate(record.contents):
         at = f"contents[{i}]"
         if piece.description.strip() and is_vague(piece.description):
-            yield Reason("VAGUE_DESCRIPTION", f"{piece.description!r} does not say what the goods are", f"{at}.description")
+            yield Reason("VAGUE_DESCRIPTION", f"{piece.description!r} does not say what the goods are",
+                         f"{at}.description")
         if piece.hs_code is None or not piece.hs_code.strip():
             if record.category in GOODS_CATEGORIES:
                 yield Reason("HS_CODE_MISSING", f"a {record.category.replace('_', ' ')} line needs an HS code",

@@ -73,4 +73,5 @@ def threat_accounts() -> dict[str, Accounts]:
             raise ValueError(f"threat_accounts.csv: unknown kind {row['kind']!r}")
         target = hs if row["kind"] == "hs" else words
         target.setdefault(row["class"], []).append(row["value"].lower())
-    return {label: Accounts(tuple(hs.get(label, ())), tuple(words.get(label, ()))) for label in hs.keys() | words.keys()}
+    return {label: Accounts(tuple(hs.get(label, ())), tuple(words.get(label, ())))
+            for label in hs.keys() | words.keys()}

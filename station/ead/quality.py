@@ -32,8 +32,9 @@ TOP_SENDERS = 20  # the senders with the most defective records; the rest are co
 def summarise(records: list[EadRecord], since: float, until: float) -> dict[str, Any]:
     """The quality summary of `records` (received between `since` and `until`, Unix seconds)."""
     by_country: dict[str, dict[str, Any]] = defaultdict(lambda: {"records": 0, "defective": 0, "codes": Counter()})
-    by_sender: dict[tuple[str, str], dict[str, Any]] = defaultdict(lambda: {"records": 0, "defective": 0, "codes": Counter()})
-    total = Counter()
+    by_sender: dict[tuple[str, str], dict[str, Any]] = defaultdict(
+        lambda: {"records": 0, "defective": 0, "codes": Counter()})
+    total: Counter[str] = Counter()
     defective = 0
     for record in records:
         codes = sorted({r.code for r in check_record(record)})
@@ -56,7 +57,8 @@ def summarise(records: list[EadRecord], since: float, until: float) -> dict[str,
 
 
 def _plain(bucket: dict[str, Any]) -> dict[str, Any]:
-    return {"records": bucket["records"], "defective": bucket["defective"], "codes": dict(sorted(bucket["codes"].items()))}
+    return {"records": bucket["records"], "defective": bucket["defective"],
+            "codes": dict(sorted(bucket["codes"].items()))}
 
 
 def _iso(t: float) -> str:
@@ -79,7 +81,11 @@ async def publish_quality(path: Path, writer: StoreWriter, topic: str, interval_
             summary = await loop.run_in_executor(pool, _summary, path, since, until)
             if summary is not None:
                 message = OutboxMessage(f"ead-quality/{until:.3f}", topic, json.dumps(summary))
-                done = writer.submit(lambda store: store.enqueue([message]), want_result=True)
+
+                def enqueue(store: Store, message: OutboxMessage = message) -> None:
+                    store.enqueue([message])
+
+                done = writer.submit(enqueue, want_result=True)
                 assert done is not None
                 done.add_done_callback(lambda _: notify())
             since = until

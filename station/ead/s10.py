@@ -32,7 +32,7 @@ def check_digit(serial: str) -> int:
     """The S10 check digit of an eight-digit serial number."""
     if len(serial) != 8 or not serial.isdigit():
         raise ValueError(f"S10 serial must be 8 digits, got {serial!r}")
-    remainder = 11 - sum(int(d) * w for d, w in zip(serial, _WEIGHTS)) % 11
+    remainder = 11 - sum(int(d) * w for d, w in zip(serial, _WEIGHTS, strict=True)) % 11
     return {10: 0, 11: 5}.get(remainder, remainder)
 
 

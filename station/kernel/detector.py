@@ -71,8 +71,8 @@ class Manifest(BaseModel):
                                       "since a model that names no threat clears everything")
     sha256: str = Field(description="SHA-256 of the ONNX file, hex")
     pin: str | None = Field(default=None, description="SHA-256 over the ONNX file's hash and this manifest without "
-                            "the pin (manifest_pin), written by `station model pin`; checked by Detector.load, not here, "
-                            "so that a wrong one is an integrity error")
+                            "the pin (manifest_pin), written by `station model pin`; checked by Detector.load, "
+                            "not here, so that a wrong one is an integrity error")
     training_data: str = Field(description="what the model was trained on")
     metrics: dict[str, Any] = Field(default_factory=dict, description="measured figures")
     onnx_file: str = Field(default="model.onnx", description="ONNX file name in the model directory")
@@ -168,7 +168,8 @@ def write_manifest(model_dir: Path, content: Mapping[str, Any]) -> str:
     except OSError as err:
         raise ModelError(f"{onnx_path}: cannot read model file: {err}") from err
     if digest != manifest.sha256.lower():
-        raise ModelError(f"{path}: sha256 is {manifest.sha256}, but {onnx_path.name} has sha256 {digest}: not pinning a mismatch")
+        raise ModelError(f"{path}: sha256 is {manifest.sha256}, but {onnx_path.name} has sha256 {digest}: "
+                         "not pinning a mismatch")
     pin = manifest_pin(digest, content)
     out: dict[str, Any] = {}
     for key, value in content.items():
@@ -216,7 +217,8 @@ def _resize(img: np.ndarray, lb: Letterbox) -> np.ndarray:
 
 def letterbox(gray: np.ndarray, size: tuple[int, int], pad: int) -> tuple[np.ndarray, Letterbox]:
     """Resize uint8 grey keeping aspect ratio to fit ``size`` (h, w), centre, pad with grey ``pad``."""
-    lb = fit(*gray.shape, size)
+    src_h, src_w = gray.shape
+    lb = fit(src_h, src_w, size)
     resized = _resize(gray, lb)
     if resized.shape == size:
         return resized, lb
@@ -253,7 +255,8 @@ class Detector:
         self.model_hash = model_hash
         self.path = path
         self._input = session.get_inputs()[0].name
-        self._thr = np.array([manifest.thresholds.get(c, manifest.default_threshold) for c in manifest.classes], np.float32)
+        self._thr = np.array([manifest.thresholds.get(c, manifest.default_threshold) for c in manifest.classes],
+                             np.float32)
 
     @classmethod
     def load(cls, model_dir: str | Path, threads: int = 2) -> Detector:
@@ -270,7 +273,8 @@ class Detector:
             raise ModelError(f"{onnx_path}: cannot read model file: {err}") from err
         digest = hashlib.sha256(blob).hexdigest()
         if digest != manifest.sha256.lower():
-            raise ModelIntegrityError(f"{onnx_path}: hash mismatch: file sha256 {digest}, manifest says {manifest.sha256}")
+            raise ModelIntegrityError(f"{onnx_path}: hash mismatch: file sha256 {digest}, "
+                                      f"manifest says {manifest.sha256}")
         if problem := pin_problem(content, digest):
             raise ModelIntegrityError(f"{mpath}: {problem}")
         opts = ort.SessionOptions()
@@ -298,7 +302,8 @@ class Detector:
     def _check_output(self, out: np.ndarray) -> None:
         want = 4 + len(self.manifest.classes)
         if out.ndim != 3 or out.shape[0] != 1 or out.shape[1] != want:
-            raise ModelError(f"{self.path}: output shape {out.shape}, expected [1, {want}, N] for {len(self.manifest.classes)} classes")
+            raise ModelError(f"{self.path}: output shape {out.shape}, expected [1, {want}, N] "
+                             f"for {len(self.manifest.classes)} classes")
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
         """A scan's model view -> float32 [1, 3, H, W] input tensor and the letterbox geometry.
@@ -307,8 +312,10 @@ class Detector:
         (65535 = air), mapped to the grey view (``station.kernel.imaging.transmission_view``) after
         resizing: on the network's pixels rather than the scan's."""
         if image.ndim != 2 or image.dtype not in (np.uint8, np.uint16) or image.size == 0:
-            raise ModelError(f"detector input must be a non-empty 2-D uint8 or uint16 image, got {image.dtype} {image.shape}")
-        lb = fit(*image.shape, self.manifest.input_size)
+            raise ModelError("detector input must be a non-empty 2-D uint8 or uint16 image, "
+                             f"got {image.dtype} {image.shape}")
+        src_h, src_w = image.shape
+        lb = fit(src_h, src_w, self.manifest.input_size)
         resized = _resize(image, lb)
         x = np.empty((1, 3, *self.manifest.input_size), np.float32)
         grey = x[0, 0]
@@ -323,11 +330,13 @@ class Detector:
         x[0, 2] = grey
         return x, lb
 
-    def postprocess(self, out: np.ndarray, lb: Letterbox, thresholds: Mapping[str, float] | None = None) -> list[Detection]:
+    def postprocess(self, out: np.ndarray, lb: Letterbox,
+                    thresholds: Mapping[str, float] | None = None) -> list[Detection]:
         """Decode ``[1, 4+nc, N]``: best class per anchor, its threshold, class-wise NMS,
         boxes mapped back to source pixels and clipped; highest score first."""
         m = self.manifest
-        thr = self._thr if thresholds is None else np.array([thresholds.get(c, m.default_threshold) for c in m.classes], np.float32)
+        thr = self._thr if thresholds is None else np.array([thresholds.get(c, m.default_threshold)
+                                                              for c in m.classes], np.float32)
         scores = out[0, 4:]  # nc, N: one contiguous row per class
         best = scores.max(0)
         keep = np.flatnonzero(best >= thr.min())  # most anchors of most scans clear no threshold
@@ -345,8 +354,8 @@ class Detector:
         boxes = (np.concatenate([p[:, :2] - half, p[:, :2] + half], 1) - offset) / lb.scale
         np.clip(boxes, 0, np.array([lb.src_w, lb.src_h, lb.src_w, lb.src_h], np.float32), out=boxes)  # source pixels
         kept = _nms(boxes, cls, m.nms_iou)[: m.max_detections]
-        return [Detection(m.classes[c], score, tuple(box))  # type: ignore[arg-type]
-                for c, score, box in zip(cls[kept].tolist(), best[kept].tolist(), boxes[kept].tolist())]
+        return [Detection(m.classes[c], score, tuple(box))
+                for c, score, box in zip(cls[kept].tolist(), best[kept].tolist(), boxes[kept].tolist(), strict=True)]
 
     def detect(self, image: np.ndarray, thresholds: Mapping[str, float] | None = None) -> list[Detection]:
         """Detect objects in a scan's uint8 grey view or uint16 transmission plane (see

@@ -1,9 +1,10 @@
 """Image loading and rendering for the station.
 
 ``load_image`` accepts dual-energy scans (the simulator's .xde container, or a two-page 16-bit TIFF
-of the high and low planes) and PNG, JPEG or TIFF images (8 or 16 bit, grey or pseudo-colour). It sniffs the content, refuses a file whose extension lies,
-reads the declared width x height from the header and refuses decompression bombs *before*
-decoding, and turns every failure into :class:`ImageError` naming the file and the problem.
+of the high and low planes) and PNG, JPEG or TIFF images (8 or 16 bit, grey or pseudo-colour). It
+sniffs the content, refuses a file whose extension lies, reads the declared width x height from the
+header and refuses decompression bombs *before* decoding, and turns every failure into
+:class:`ImageError` naming the file and the problem.
 """
 
 from __future__ import annotations
@@ -52,10 +53,11 @@ def transmission_view(plane: np.ndarray, out: np.ndarray | None = None) -> np.nd
     The mild gamma keeps thin metal visible while dense metal stays near black, so dual-energy
     scans look like single-energy greyscale scans (the detector is trained on this mapping).
     Computed as two square roots rather than a power, in place in ``out``."""
-    t = np.multiply(plane, np.float32(1.0 / 65535.0), out=out, dtype=np.float32, casting="unsafe")
+    t: np.ndarray = np.multiply(plane, np.float32(1.0 / 65535.0), out=out, dtype=np.float32, casting="unsafe")
     root = np.sqrt(t)
     np.sqrt(root, out=t)
-    return np.multiply(t, root, out=t)
+    np.multiply(t, root, out=t)
+    return t
 
 
 def gray_from_high(high: np.ndarray) -> np.ndarray:
@@ -202,7 +204,8 @@ def load_image(path: str | Path, max_pixels: int = 50_000_000, data: bytes | Non
         if width <= 0 or height <= 0:
             raise ImageError(f"{p}: {got} header declares an empty image {width} x {height}")
         if width * height * len(pages) > max_pixels:
-            raise ImageError(f"{p}: too many pixels: {len(pages)} x {width} x {height} = {width * height * len(pages)} exceeds {max_pixels} (decompression bomb?)")
+            raise ImageError(f"{p}: too many pixels: {len(pages)} x {width} x {height} = {width * height * len(pages)} "
+                             f"exceeds {max_pixels} (decompression bomb?)")
     if len(pages) == 2:
         return _dual_energy_tiff(p, data, pages)
     if len(pages) > 2:
@@ -215,7 +218,8 @@ def load_image(path: str | Path, max_pixels: int = 50_000_000, data: bytes | Non
     if img is None or img.size == 0:
         raise ImageError(f"{p}: {got} cannot be decoded (corrupt or truncated)")
     if img.shape[0] != height or img.shape[1] != width:
-        raise ImageError(f"{p}: decoded size {img.shape[1]} x {img.shape[0]} differs from the header's {width} x {height}")
+        raise ImageError(f"{p}: decoded size {img.shape[1]} x {img.shape[0]} differs from the header's "
+                         f"{width} x {height}")
     try:
         plane, kind = _to_plane(img)
     except (ValueError, cv2.error) as err:
@@ -227,7 +231,8 @@ def _dual_energy_tiff(p: Path, data: bytes, pages: list[tuple[int, int]]) -> Loa
     """Two 16-bit grey pages of one size: the high- and low-energy transmission planes, in either
     order (the low-energy plane is the darker one: every material attenuates more at low energy)."""
     if pages[0] != pages[1]:
-        raise ImageError(f"{p}: two-page TIFF with pages of different sizes {pages[0]} and {pages[1]}; expected high and low planes of one scan")
+        raise ImageError(f"{p}: two-page TIFF with pages of different sizes {pages[0]} and {pages[1]}; "
+                         "expected high and low planes of one scan")
     try:
         ok, planes = cv2.imdecodemulti(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as err:
@@ -236,7 +241,8 @@ def _dual_energy_tiff(p: Path, data: bytes, pages: list[tuple[int, int]]) -> Loa
         raise ImageError(f"{p}: tiff cannot be decoded (corrupt or truncated)")
     for k, plane in enumerate(planes, 1):
         if plane.dtype != np.uint16 or plane.ndim != 2:
-            raise ImageError(f"{p}: page {k} is {plane.dtype} with shape {plane.shape}; a dual-energy TIFF has two 16-bit grey pages")
+            raise ImageError(f"{p}: page {k} is {plane.dtype} with shape {plane.shape}; "
+                             "a dual-energy TIFF has two 16-bit grey pages")
     a, b = planes
     high, low = (a, b) if float(a.mean()) >= float(b.mean()) else (b, a)
     return LoadedImage(str(p), high, "dual-energy", high, low)
@@ -260,12 +266,13 @@ def render_material(high: np.ndarray, low: np.ndarray) -> np.ndarray:
     colour = np.where(metal[..., None], _METAL, np.where(mixed[..., None], _MIXED, _ORGANIC))
     amount = np.clip((1.0 - th) * 3.0, 0.0, 1.0)[..., None]
     shade = np.clip(np.power(th, 0.35) * 1.2, 0.25, 1.0)[..., None]
-    out = 255.0 * (1.0 - amount) + colour * amount * shade
+    out: np.ndarray = 255.0 * (1.0 - amount) + colour * amount * shade
     out[th < 0.01] = 0.0  # impenetrable: the operator must open it
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
-def render_scan(image: LoadedImage, boxes: Sequence[tuple[str, float, tuple[float, float, float, float], bool]] = ()) -> np.ndarray:
+def render_scan(image: LoadedImage,
+                boxes: Sequence[tuple[str, float, tuple[float, float, float, float], bool]] = ()) -> np.ndarray:
     """What the operator looks at (BGR uint8): material colours for a dual-energy scan, the grey
     image otherwise, with each (label, score, box, threat) drawn on it, threats in red."""
     if image.high is not None and image.low is not None:
@@ -276,5 +283,6 @@ def render_scan(image: LoadedImage, boxes: Sequence[tuple[str, float, tuple[floa
     for label, score, (x1, y1, x2, y2), threat in boxes:
         colour = (0, 0, 230) if threat else (0, 170, 0)
         cv2.rectangle(out, (int(x1), int(y1)), (int(x2), int(y2)), colour, thick)
-        cv2.putText(out, f"{label} {score:.2f}", (int(x1), max(int(y1) - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick, colour, thick)
+        cv2.putText(out, f"{label} {score:.2f}", (int(x1), max(int(y1) - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.4 * thick, colour, thick)
     return out

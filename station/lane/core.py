@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 
 from station.config import LaneSection
 from station.domain import Decision, Evidence, Reason
@@ -49,7 +49,7 @@ SILENT_AFTER_ITEMS = 3  # this many items in a row passing a reader with no word
 READER_CODES = {"scanner": ("SCANNER_DOWN", "SCANNER_SILENT"), "barcode": ("BARCODE_DOWN", "BARCODE_SILENT")}
 
 
-class LaneState(str, Enum):
+class LaneState(StrEnum):
     STOPPED = "STOPPED"
     RUNNING = "RUNNING"
     PAUSED = "PAUSED"  # belt held by the station itself (storage full, a reader lost) until the cause clears
@@ -238,7 +238,8 @@ class LaneCore:
         elif self.state is LaneState.MAINTENANCE:
             track.problems.append(Reason("MAINTENANCE", "the lane was in maintenance when the item entered"))
         prev = self.tracks[-1] if self.tracks else None
-        if prev is not None and prev.length_mm is not None and not any(r.code == "ENTERED_UNSEEN" for r in prev.problems):
+        if (prev is not None and prev.length_mm is not None
+                and not any(r.code == "ENTERED_UNSEEN" for r in prev.problems)):
             gap = entry_mm - (prev.entry_mm + prev.length_mm)  # at most the real gap (a guessed one says nothing)
             if gap < self.lane.min_gap_mm:
                 detail = f"{max(gap, 0):.0f} mm from the item before it; the gate needs {self.lane.min_gap_mm:.0f} mm"
@@ -365,7 +366,8 @@ class LaneCore:
         if unseen:
             self._unconfirmed(head, "the PLC link was lost before the diverter reported", self._snapshot_t, out)
         else:
-            self._finish_route(head, "CLEAR" if self.values.get("gate_position_clear") else "INSPECT", self._snapshot_t, out)
+            self._finish_route(head, "CLEAR" if self.values.get("gate_position_clear") else "INSPECT",
+                               self._snapshot_t, out)
 
     def _finish_route(self, head: Track, routed: str, t: float, out: list[m.Command]) -> None:
         assert head.decision is not None
@@ -446,7 +448,7 @@ class LaneCore:
         zone = next((z for z in self.blind if z.lo_mm - rw <= entry_hi and entry_lo <= z.hi_mm + rw), None)
         if zone is None:
             return None
-        pending = (lambda u: u.barcode_state == "pending") if what == "barcode reader" \
+        pending: Callable[[Track], bool] = (lambda u: u.barcode_state == "pending") if what == "barcode reader" \
             else (lambda u: u.scan_state == "pending")
         near = next((u for u in self.unplaced if pending(u) and u.entry_mm - rw <= entry_hi
                      and entry_lo <= u.entry_mm + u.entry_err_mm + rw), None)
@@ -493,7 +495,8 @@ class LaneCore:
     def _on_barcode(self, ev: m.BarcodeScanned, out: list[m.Command]) -> None:
         self._missed["barcode"] = 0  # a read or a no-read: the reader is alive
         track = self._bind(self.lane.barcode_mm, ev.t, lambda tr: tr.barcode_state == "pending", "barcode reader",
-                           "barcode read", m.Alarm("UNMATCHED_BARCODE", f"read {ev.code!r} with no item under the reader"),
+                           "barcode read",
+                           m.Alarm("UNMATCHED_BARCODE", f"read {ev.code!r} with no item under the reader"),
                            out, barcode=ev.code)
         if track is None:
             return
@@ -576,7 +579,8 @@ class LaneCore:
             return
         self.blind = [z for z in self.blind if pos <= z.hi_mm + lane.gate_mm + MATCH_SLACK_MM]
         self._record_unplaced(t, out)
-        while self.tracks and self.tracks[0].lead(pos) > lane.gate_mm + lane.read_window_mm + self.tracks[0].entry_err_mm:
+        while (self.tracks
+               and self.tracks[0].lead(pos) > lane.gate_mm + lane.read_window_mm + self.tracks[0].entry_err_mm):
             self._missing(self.tracks.pop(0), t, out)
         for track in self.tracks:
             lead = track.lead(pos)
@@ -586,14 +590,19 @@ class LaneCore:
                     "ITEM_TOO_LONG", f"{long_mm:.0f} mm under the entry eye, more than {lane.max_item_mm:.0f} mm: "
                                      "items may be touching"):
                 out.append(m.Alarm("ITEM_TOO_LONG", f"track {track.track_id}: {long_mm:.0f} mm"))
+            # An item the station followed cleanly on a running belt that a reader said nothing about counts
+            # towards that reader being silent; one whose position is in doubt (a fault, a blind zone) does not.
+            followed = self.state is LaneState.RUNNING and self.plc_up and not track.problems
             if track.barcode_state == "pending" and lead > lane.barcode_mm + lane.read_window_mm:
                 track.barcode_state, track.ead_state = "missing", "not_looked_up"
                 track.id_problem = Reason("NO_READ", "the barcode reader reported nothing for this item")
-                self._passed_unread("barcode", out)
+                if followed:
+                    self._passed_unread("barcode", out)
             if track.scan_state == "pending" and lead > lane.tunnel_start_mm + lane.read_window_mm:
                 track.scan_state = "missing"
                 track.problems.append(Reason("SCAN_MISSING", "the scanner did not scan this item"))
-                self._passed_unread("scanner", out)
+                if followed:
+                    self._passed_unread("scanner", out)
             if track.decision is None and self._past_deadline(track, t):
                 track.problems.append(Reason("DECISION_LATE", self._late_detail(track)))
                 out.append(m.Alarm("DECISION_LATE", f"track {track.track_id}: {self._late_detail(track)}"))
@@ -772,7 +781,8 @@ class LaneCore:
                 if any(math.isfinite(z.length_mm) and z.length_mm > 0 for z in self.blind):
                     unseen = sum(z.length_mm for z in self.blind if math.isfinite(z.length_mm))
                     out.append(m.Alarm("UNSEEN_BELT", f"{unseen:.0f} mm of belt passed "
-                                       f"the entry eye unseen ({self.blind[-1].why}): every item on it goes to INSPECT"))
+                                       f"the entry eye unseen ({self.blind[-1].why}): "
+                                       "every item on it goes to INSPECT"))
         elif ev.action == "start":
             self._start(out)
 

@@ -63,7 +63,8 @@ class GateOutput:
         if want is not None:
             if arm is None or arm.track_id != want.track_id or (not on_gate and t - arm.t > REWRITE_S):
                 if "gate_clear_until_mm" in values:
-                    out.append(m.WriteOutput("gate_clear_until_mm", until_raw))  # first: the CLEAR never lands without it
+                    # first: the CLEAR never lands without it
+                    out.append(m.WriteOutput("gate_clear_until_mm", until_raw))
                 out.append(m.WriteOutput("gate_clear", True))
                 self.arm, self._cancel_t, self._cancel_since = Arm(want.track_id, until_raw, t), None, None
                 if want.armed_with is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 from station.domain import Detected, Reason
 from station.ead.record import EadRecord
@@ -137,9 +137,9 @@ class AlarmCleared:
     code: str
 
 
-Event = Union[Snapshot, PlcLink, BarcodeScanned, ScanStarted, ScanDone, InterlockChanged, InferenceDone,
-              InferenceFailed, EadResolved, EadArrived, Operator, Tick, ModelChanged, StoreFull, ReaderLink,
-              AlarmCleared]
+Event = (Snapshot | PlcLink | BarcodeScanned | ScanStarted | ScanDone | InterlockChanged | InferenceDone
+         | InferenceFailed | EadResolved | EadArrived | Operator | Tick | ModelChanged | StoreFull | ReaderLink
+         | AlarmCleared)
 
 
 # ---- commands -----------------------------------------------------------------------------------
@@ -206,4 +206,4 @@ class ItemRouted:
     decided_t: float | None
 
 
-Command = Union[WriteOutput, SetHeartbeat, RunInference, LookUpEad, Alarm, ItemRouted]
+Command = WriteOutput | SetHeartbeat | RunInference | LookUpEad | Alarm | ItemRouted

@@ -41,7 +41,7 @@ class Encoder:
     def to_raw(self, mm: float) -> int:
         """The raw count the PLC's encoder will show when the belt is at station position `mm`."""
         assert self.mm is not None and self.raw is not None
-        return int(round(self.raw + (mm - self.mm))) % U32_WRAP
+        return round(self.raw + (mm - self.mm)) % U32_WRAP
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,11 @@ import sqlite3
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from drivers.barcode import BarcodeReader
 from drivers.health import DeviceHealth, HealthState
@@ -82,7 +83,8 @@ class LaneRuntime:
         self.ead_health = DeviceHealth("ead")
         self.counters = Counters()
         self.outbox = Outbox(0, None, 0)
-        self.published = lambda: 0  # how many messages this run has published (the central link's count)
+        # how many messages this run has published (the central link's count)
+        self.published: Callable[[], int] = lambda: 0
         self._reasons: Counter[str] = Counter()
         self._weighed_at: float | None = None
         self._not_usable_since: dict[str, float] = {}
@@ -229,8 +231,8 @@ class LaneRuntime:
         """The writer's report: the store cannot take more (the lane pauses), or can again."""
         self.dispatch(m.StoreFull(time.monotonic(), full, why))
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -254,10 +256,14 @@ class LaneRuntime:
                      track.decision.decision if track.decision else None, track.armed_with is not None)
             if self._kept.get(track.track_id) != known:
                 self._kept[track.track_id] = known
-                data = dict(zip(("item_id", "barcode", "scan_id", "image_path", "image_sha256", "decision", "armed"),
-                                known))
+                data: dict[str, object] = dict(zip(("item_id", "barcode", "scan_id", "image_path", "image_sha256",
+                                                    "decision", "armed"), known, strict=True))
                 key = self._belt_key(track.track_id)
-                self.writer.submit(lambda store, key=key, data=data: store.keep_on_belt(key, data))
+
+                def keep(store: Store, key: str = key, data: dict[str, object] = data) -> None:
+                    store.keep_on_belt(key, data)
+
+                self.writer.submit(keep)
 
     def _belt_key(self, track_id: int) -> str:
         return f"{self.run_id}/{track_id}"
@@ -335,7 +341,8 @@ class LaneRuntime:
         self.items_stored += 1
         self._count(row)
         log.info("item %s %s: %s, routed %s%s, %s", row.item_id or row.barcode or "(no id)",
-                 row.scan_id or "(no scan)", row.decision, row.routed, f" ({', '.join(str(r['code']) for r in row.reasons)})" if row.reasons else "",
+                 row.scan_id or "(no scan)", row.decision, row.routed,
+                 f" ({', '.join(str(r['code']) for r in row.reasons)})" if row.reasons else "",
                  "latency -" if row.decision_latency_ms is None else f"latency {row.decision_latency_ms:.0f} ms")
         self.on_stored()
         self.item_stored.set()
@@ -387,8 +394,12 @@ class LaneRuntime:
                                      weight_kg=evidence.measured_weight_kg, ead_findings=evidence.ead_findings,
                                      revision=revision)
             messages = self._messages(payload)
-            done = self.writer.submit(lambda store, revised=revised, revision=revision, messages=messages:
-                                      store.revise_item(revised, revision, messages), want_result=True)
+
+            def revise(store: Store, revised: ItemRow = revised, revision: int = revision,
+                       messages: list[OutboxMessage] = messages) -> None:
+                store.revise_item(revised, revision, messages)
+
+            done = self.writer.submit(revise, want_result=True)
             assert done is not None
             done.add_done_callback(lambda _: self.on_stored())
             log.info("item %s (%s) decided again with a late declaration: %s -> %s", row["uid"], record.item_id,
@@ -440,7 +451,8 @@ class LaneRuntime:
             if "weight_g" in self.core.values or plc.state is not HealthState.UP:
                 scale = DeviceHealth("scale", plc.state, self._weighed_at, "read through the PLC")
             else:
-                scale = DeviceHealth("scale", HealthState.DOWN, None, "no checkweigher in the PLC profile: no weight check")
+                scale = DeviceHealth("scale", HealthState.DOWN, None,
+                                     "no checkweigher in the PLC profile: no weight check")
             health["scale"] = scale
         if self.model is None:
             health["detector"] = DeviceHealth("detector", HealthState.DOWN, self.detector_health.last_success,
@@ -482,10 +494,10 @@ class LaneRuntime:
             down = not usable and (health.state is HealthState.DOWN or now - (since or now) >= grace_s)
             if down and reader not in self._reported_down:
                 self._reported_down.add(reader)
-                self.dispatch(m.ReaderLink(time.monotonic(), reader, False, health.detail or health.state.value))  # type: ignore[arg-type]
+                self.dispatch(m.ReaderLink(time.monotonic(), reader, False, health.detail or health.state.value))
             elif usable and reader in self._reported_down:
                 self._reported_down.discard(reader)
-                self.dispatch(m.ReaderLink(time.monotonic(), reader, True, health.detail))  # type: ignore[arg-type]
+                self.dispatch(m.ReaderLink(time.monotonic(), reader, True, health.detail))
 
     async def watch_devices(self, interval: float = 0.25) -> None:
         """What no event tells: readers lost, the outbox's depth, device health; a snapshot when it changed."""
@@ -512,7 +524,8 @@ class LaneRuntime:
             except TimeoutError:
                 if was_up:
                     was_up = False
-                    detail = f"no PLC poll answered for {stale_s:g} s ({self.plc.health.state.value}: {self.plc.health.detail})"
+                    detail = (f"no PLC poll answered for {stale_s:g} s "
+                              f"({self.plc.health.state.value}: {self.plc.health.detail})")
                     self.dispatch(m.PlcLink(time.monotonic(), False, detail))
                 continue
             seq, was_up = snap.seq, True

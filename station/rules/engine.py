@@ -41,7 +41,7 @@ class RuleSet:
                 if rule.if_missing == "skip":
                     continue
                 hit = _not_evaluated(rule, f"needs {missing}, which this item lacks")
-            except Exception as err:  # noqa: BLE001 - fail safe: a broken rule inspects, it never crashes the lane
+            except Exception as err:  # fail safe: a broken rule inspects, it never crashes the lane
                 hit = _not_evaluated(rule, f"failed: {type(err).__name__}: {err}")
             if hit is not None:
                 hits.append(hit)
@@ -71,7 +71,8 @@ def _reasons_of(evidence: Evidence) -> list[Reason]:
     """Every reason the item carries, in the order the built-in rules listed them."""
     pool = [r for r in (evidence.inference_failure, evidence.id_problem) if r is not None]
     findings = list(evidence.ead_findings)
-    if evidence.id_problem is None and evidence.ead_found is False and not any(r.code == "EAD_MISSING" for r in findings):
+    if (evidence.id_problem is None and evidence.ead_found is False
+            and not any(r.code == "EAD_MISSING" for r in findings)):
         pool.append(Reason("EAD_MISSING", "no customs declaration received for this item"))
     # Copies, so that each entry is its own object: a reason two rules pass on is listed once, while two
     # equal reasons the item really carries (two faults alike) are both kept, as the built-in rules did.
@@ -102,14 +103,16 @@ def _apply(rule: Rule, ev: Evidence, pool: list[Reason], handled: set[int], seen
         else:
             facts.append(f"{name} {value}")
     if when.measure is not None:
-        value = MEASURES[when.measure](ev)
-        if value is None:
+        measured = MEASURES[when.measure](ev)
+        if measured is None:
             lacking.append(when.measure)
-        elif (when.over is not None and not value > when.over) or (when.under is not None and not value < when.under):
+        elif ((when.over is not None and not measured > when.over)
+              or (when.under is not None and not measured < when.under)):
             return None
         else:
-            bounds = " and ".join(f"{w} {b:g}" for w, b in (("over", when.over), ("under", when.under)) if b is not None)
-            facts.append(f"{when.measure} {value:g}, {bounds}")
+            bounds = " and ".join(f"{w} {b:g}" for w, b in (("over", when.over), ("under", when.under))
+                                  if b is not None)
+            facts.append(f"{when.measure} {measured:g}, {bounds}")
     if lacking:
         raise _Missing(" and ".join(lacking))
     handled.update(matched)

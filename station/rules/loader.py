@@ -50,7 +50,8 @@ def _read(path: Path) -> tuple[str, dict[str, Any]]:
         raise RulesError(f"{path}: not valid TOML: {err}") from err
 
 
-def _apply(base: RulesFile, base_raw: list[dict[str, Any]], site: OverridesFile, path: Path, text: str) -> tuple[Rule, ...]:
+def _apply(base: RulesFile, base_raw: list[dict[str, Any]], site: OverridesFile, path: Path,
+           text: str) -> tuple[Rule, ...]:
     names = [r.name for r in base.rule]
     problems = [_where(path, text, ("disable",), f"disable: no rule named {n!r} in the base file")
                 for n in site.disable if n not in names]
@@ -63,7 +64,7 @@ def _apply(base: RulesFile, base_raw: list[dict[str, Any]], site: OverridesFile,
     if problems:
         raise RulesError("\n".join(problems))
     rules: list[Rule] = []
-    for rule, raw in zip(base.rule, base_raw):
+    for rule, raw in zip(base.rule, base_raw, strict=True):
         if rule.name in site.disable:
             continue
         change = site.change.get(rule.name)

@@ -34,12 +34,15 @@ class When(_Strict):
 
     reason: Annotated[tuple[Code, ...], BeforeValidator(_listed)] | None = Field(
         None, min_length=1, description="The item carries a reason with one of these codes.")
-    detected: Literal["threat", "any"] | Annotated[tuple[str, ...], Field(min_length=1), BeforeValidator(_listed)] | None = Field(
+    detected: (Literal["threat", "any"] | Annotated[tuple[str, ...], Field(min_length=1), BeforeValidator(_listed)]
+               | None) = Field(
         None, description="The model found a threat-class object, any object, or one of these classes.")
-    min_score: float | None = Field(None, ge=0, le=1, description="With `detected`: only detections scoring this or more.")
+    min_score: float | None = Field(None, ge=0, le=1,
+                                    description="With `detected`: only detections scoring this or more.")
     category: Annotated[tuple[Category, ...], BeforeValidator(_listed)] | None = Field(
         None, min_length=1, description="The declared CN 23 category is one of these.")
-    sender_country: Annotated[tuple[Annotated[str, Field(pattern=r"^[A-Z]{2}$")], ...], BeforeValidator(_listed)] | None = Field(
+    sender_country: (Annotated[tuple[Annotated[str, Field(pattern=r"^[A-Z]{2}$")], ...], BeforeValidator(_listed)]
+                     | None) = Field(
         None, min_length=1, description="The declared sender's country (ISO 3166 alpha-2) is one of these.")
     measure: Measure | None = Field(None, description="A measurement compared with `over` and/or `under`.")
     over: float | None = Field(None, description="With `measure`: holds when the measurement is above this.")
@@ -47,7 +50,8 @@ class When(_Strict):
 
     @model_validator(mode="after")
     def _complete(self) -> When:
-        if not any(v is not None for v in (self.reason, self.detected, self.category, self.sender_country, self.measure)):
+        if not any(v is not None
+                   for v in (self.reason, self.detected, self.category, self.sender_country, self.measure)):
             raise ValueError("needs at least one of reason, detected, category, sender_country, measure")
         if self.min_score is not None and self.detected is None:
             raise ValueError("min_score needs detected")
@@ -64,7 +68,8 @@ class Rule(_Strict):
         description="inspect: send to INSPECT; score: add `score`; note: record the reason only.")
     score: Annotated[float, Field(ge=0, le=1)] | Literal["detection"] | None = Field(
         None, description="What the rule adds to the item's score; 'detection': the model's confidence.")
-    code: Code | None = Field(None, description="Reason code the rule gives when it does not pass on reasons of its own.")
+    code: Code | None = Field(None,
+                              description="Reason code the rule gives when it does not pass on reasons of its own.")
     if_missing: Literal["inspect", "skip"] = Field(
         "inspect", description="When the item lacks data the rule needs: inspect (fail safe) or skip the rule.")
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from station.cli.common import config_args, positive_float, positive_int
 from station.cli.diag.errors import FAIL, TABLE_CHOICES, DiagError
 
+
 def add_diag_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `diag` and its subcommands on the `station` command's subparsers."""
     diag = sub.add_parser("diag", help="technician diagnostics: ports, PLC registers, serial traffic, self-tests")

@@ -19,7 +19,8 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     for row in rows:
         for i, cell in enumerate(row):
             widths[i] = max(widths[i], len(cell))
-    return ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in (header, *rows)]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=False)).rstrip()
+            for line in (header, *rows)]
 
 
 def value_text(value: Value | None) -> str:

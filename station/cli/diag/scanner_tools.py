@@ -16,7 +16,7 @@ from station.cli.common import load
 from station.cli.diag.errors import FAIL, PASS
 from station.cli.diag.render import table
 
-STEPS: tuple[tuple[str, dict[str, object]], ...] = (
+STEPS: tuple[tuple[str, dict[str, int]], ...] = (
     ("HELLO", {"proto": PROTOCOL_VERSION}),
     ("STATUS", {}),
     ("SELFTEST", {}),

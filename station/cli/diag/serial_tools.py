@@ -156,7 +156,7 @@ async def _sniff(path: str, baudrate: int, seconds: float, frames: int | None, p
                     data = await port.read()
                     chunks, received = chunks + 1, received + len(data)
                     stamp = f"{_clock()}  {f'+{loop.time() - start:.3f}':>8}"
-                    items: Iterable[object]
+                    items: Iterable[Frame | FrameError | tuple[str, str]]
                     if protocol == "scanner":
                         items = scanner.feed(data)
                     elif protocol == "barcode":
@@ -183,13 +183,13 @@ async def _sniff(path: str, baudrate: int, seconds: float, frames: int | None, p
     return FAIL if sum(errors.values()) or lost else PASS
 
 
-def _describe(item: object) -> str:
+def _describe(item: Frame | FrameError | tuple[str, str]) -> str:
     if isinstance(item, Frame):
         fields = " ".join(f"{k}={v}" for k, v in item.fields.items())
         return f"FRAME  {item.type} seq={item.seq}  {fields}".rstrip()
     if isinstance(item, FrameError):
         return f"ERROR  {item}  {hex_bytes(item.raw)}"
-    kind, text = item  # type: ignore[misc]
+    kind, text = item
     return f"{kind:<6} {text}".rstrip()
 
 
