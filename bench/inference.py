@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from models.bench import format_table, run_bench, synthetic_scans
-from station.daemon import DEFAULT_MODEL
+from station.kernel.detector import DEFAULT_MODEL
 
 
 def main() -> None:

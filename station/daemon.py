@@ -26,7 +26,7 @@ from station.ead.importer import import_ead_file
 from station.ead.quality import publish_quality
 from station.ead.record import BadLine, EadRecord
 from station.inference import InferenceWorker
-from station.kernel.detector import Detector, ModelError
+from station.kernel.detector import DEFAULT_MODEL, Detector, ModelError
 from station.lane import messages as m
 from station.lane.core import LaneCore, LaneState
 from station.lane.runtime import READER_GRACE_S, LaneRuntime
@@ -40,7 +40,6 @@ from station.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default"
 
 
 class StopRun(Exception):

@@ -52,8 +52,7 @@ def check(config: Config, *, simulate: bool = False) -> list[Problem]:
 
 def check_model(config: Config) -> list[Problem]:
     """The configured model loaded as the start loads it (verified, warmed up): a problem is MANUAL_ONLY."""
-    from station.daemon import DEFAULT_MODEL
-    from station.kernel.detector import Detector, ModelError
+    from station.kernel.detector import DEFAULT_MODEL, Detector, ModelError
 
     try:
         Detector.load(config.model.path or DEFAULT_MODEL, threads=1)

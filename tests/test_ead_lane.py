@@ -15,6 +15,7 @@ from pathlib import Path
 import aiomqtt
 
 from simulator.ead_feed import DEFECTS
+from station.cli.simulated import run_simulated
 from station.config import (
     Config,
     LaneSection,
@@ -23,7 +24,6 @@ from station.config import (
     StationSection,
     StorageSection,
 )
-from station.cli.simulated import run_simulated
 from station.daemon import Lane
 from station.store import Store
 from tests.conftest import Broker

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from drivers.health import HealthState
 from simulator.faults import Fault
-from station.control import os_user
-from station.config import Config, LaneSection, SimulatorSection, StorageSection
 from station.cli.simulated import run_simulated
+from station.config import Config, LaneSection, SimulatorSection, StorageSection
+from station.control import os_user
 from station.daemon import Lane
 from station.lane import messages as m
 from station.lane.core import LaneState

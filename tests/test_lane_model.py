@@ -10,10 +10,10 @@ import json
 import shutil
 from pathlib import Path
 
-from station.config import ModelSection
 from station.cli.simulated import run_simulated
-from station.daemon import DEFAULT_MODEL, Lane
-from station.kernel.detector import write_manifest
+from station.config import ModelSection
+from station.daemon import Lane
+from station.kernel.detector import DEFAULT_MODEL, write_manifest
 from station.store import Store
 from tests.station.test_inference import StuckOnce
 from tests.test_faults import config, run, station_command, stored, until

@@ -145,3 +145,16 @@ def test_diag_writes_that_move_goods_need_maintenance_and_every_one_is_audited(t
                        (me, "lane maintenance"), (me, f"diag plc write gate_clear_until_mm={until_mm} (lane MAINTENANCE)"),
                        (me, "diag plc write gate_clear=True (lane MAINTENANCE)"),
                        (me, "lane reset"), (me, "lane start")]
+
+
+def test_sniffing_a_port_the_running_station_holds_says_so(tmp_path: Path) -> None:
+    seen: dict[str, object] = {}
+
+    async def control(lane: Lane) -> None:
+        await stored(lane, 1)
+        seen["sniff"] = await station_cli(tmp_path, "diag", "serial", "sniff", lane.scanner.path, "--seconds", "1")
+
+    run(tmp_path, control)
+    code, _, err = seen["sniff"]  # type: ignore[misc]
+    assert code == 1 and f"held by the running station (PID {os.getpid()})" in err
+    assert "Errno" not in err

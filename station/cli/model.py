@@ -81,7 +81,7 @@ def json_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _model_dir(args: argparse.Namespace) -> Path:
-    from station.daemon import DEFAULT_MODEL
+    from station.kernel.detector import DEFAULT_MODEL
 
     return Path(args.model or DEFAULT_MODEL)
 

@@ -53,9 +53,8 @@ def _config_check(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from station.daemon import DEFAULT_MODEL
     from station.inference import InferenceProblem, detect_file
-    from station.kernel.detector import Detector, ModelError
+    from station.kernel.detector import DEFAULT_MODEL, Detector, ModelError
 
     try:
         detector = Detector.load(args.model or DEFAULT_MODEL, threads=args.threads)
@@ -97,8 +96,7 @@ def _render(args: argparse.Namespace) -> int:
         return 1
     boxes = []
     if args.detect:
-        from station.daemon import DEFAULT_MODEL
-        from station.kernel.detector import Detector, ModelError
+        from station.kernel.detector import DEFAULT_MODEL, Detector, ModelError
 
         try:
             detector = Detector.load(args.model or DEFAULT_MODEL, threads=1)

@@ -29,6 +29,8 @@ from station.kernel.imaging import transmission_view
 
 log = logging.getLogger(__name__)
 
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "default"  # the packaged model (models/default)
+
 
 class ModelError(Exception):
     """A model cannot be loaded or run; the message names the file and the problem."""

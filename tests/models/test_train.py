@@ -17,7 +17,7 @@ pytest.importorskip("onnx", reason="the train extra (onnx) is not installed: pip
 from models.tiny_yolo import TinyYolo  # noqa: E402
 from models.train import INPUT_HW, export, load_onnx_weights  # noqa: E402
 from simulator.xray import THREAT_CLASSES  # noqa: E402
-from station.daemon import DEFAULT_MODEL  # noqa: E402
+from station.kernel.detector import DEFAULT_MODEL  # noqa: E402
 
 DEFAULT = DEFAULT_MODEL / "model.onnx"
 

@@ -14,7 +14,7 @@ import pytest
 from pydantic import BaseModel
 
 from station.config import Config, ConfigError, key_lines, line_of, load_config
-from station.daemon import DEFAULT_MODEL
+from station.kernel.detector import DEFAULT_MODEL
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "station.example.toml"
 

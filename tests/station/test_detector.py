@@ -18,8 +18,17 @@ from hypothesis import strategies as st
 from models.evaluate import iou
 from simulator.xray import synth_parcel
 from station.config import Config, ModelSection
-from station.daemon import DEFAULT_MODEL, load_detector
-from station.kernel.detector import Detection, Detector, ModelError, ModelIntegrityError, fit, letterbox, manifest_pin
+from station.daemon import load_detector
+from station.kernel.detector import (
+    DEFAULT_MODEL,
+    Detection,
+    Detector,
+    ModelError,
+    ModelIntegrityError,
+    fit,
+    letterbox,
+    manifest_pin,
+)
 from station.kernel.imaging import gray_from_high
 
 DEFAULT = DEFAULT_MODEL

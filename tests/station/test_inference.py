@@ -14,9 +14,8 @@ import pytest
 
 from drivers.xde import encode_xde
 from simulator.xray import synth_parcel
-from station.daemon import DEFAULT_MODEL
-from station.kernel.detector import Detection, Detector
 from station.inference import InferenceProblem, InferenceWorker, detect_file
+from station.kernel.detector import DEFAULT_MODEL, Detection, Detector
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,8 @@ import pytest
 
 from drivers.xde import encode_xde
 from simulator.xray import synth_parcel
-from station.daemon import DEFAULT_MODEL
-from station.kernel.detector import Detector, ModelError, ModelIntegrityError
 from station.cli.model import add_model_commands
+from station.kernel.detector import DEFAULT_MODEL, Detector, ModelError, ModelIntegrityError
 
 DEFAULT = DEFAULT_MODEL
 

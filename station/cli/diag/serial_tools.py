@@ -26,6 +26,7 @@ from station.cli.common import load
 from station.cli.diag.errors import FAIL, PASS, DiagFailed
 from station.cli.diag.render import hex_bytes, table
 from station.config import Config, PlcRtu
+from station.lock import holder
 
 SCANNER_ERROR_KINDS = ("garbage", "checksum", "syntax", "too_long")
 BARCODE_MAX_LINE = 128  # as drivers/barcode.py: longer is line noise
@@ -106,7 +107,21 @@ def sniff(args: argparse.Namespace) -> int:
         if args.port in (role, device):
             path, baudrate = device, baudrate or baud
             protocol = protocol or ("barcode" if role == "barcode" else "scanner")
-    return asyncio.run(_sniff(path, baudrate or 115200, args.seconds, args.frames, protocol or "scanner"))
+    pid = holder(config.storage.data_dir)
+    if pid is not None and _held_by_station(path, config):
+        raise DiagFailed(_held(path, pid))
+    return asyncio.run(_sniff(path, baudrate or 115200, args.seconds, args.frames, protocol or "scanner", pid))
+
+
+def _held(path: str, pid: int) -> str:
+    return (f"{path} is held by the running station (PID {pid}), which reads it: `station lane status` shows "
+            "that device's health and errors; stop the station to listen on the line itself")
+
+
+def _held_by_station(path: str, config: Config) -> bool:
+    """Whether `path` is (a link to) one of the serial ports the station opens."""
+    mine = {os.path.realpath(device) for _, device, _ in configured_ports(config)}
+    return os.path.realpath(path) in mine
 
 
 class BarcodeLines:
@@ -141,10 +156,16 @@ class BarcodeLines:
         return FrameError(kind, message, raw)  # type: ignore[arg-type]
 
 
-async def _sniff(path: str, baudrate: int, seconds: float, frames: int | None, protocol: str) -> int:
+async def _sniff(path: str, baudrate: int, seconds: float, frames: int | None, protocol: str,
+                 station_pid: int | None = None) -> int:
     async with SerialPort(path, baudrate, name="sniff") as port:
         if not port.is_open:
-            raise DiagFailed(f"cannot listen: {port.health.detail}")
+            detail = port.health.detail
+            if "Errno 11" in detail or "exclusively lock" in detail:  # another process holds it (flock)
+                if station_pid is not None:
+                    raise DiagFailed(_held(path, station_pid))
+                detail = f"{path} is in use: another process holds it (a station running on another data folder?)"
+            raise DiagFailed(f"cannot listen: {detail}")
         print(f"listening on {path} @ {baudrate} for {seconds:g} s, protocol {protocol}", flush=True)
         scanner, barcode = Decoder(), BarcodeLines()
         loop = asyncio.get_running_loop()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from station.daemon import DEFAULT_MODEL
 from station.ead.codes import (
     countries,
     currencies,
@@ -15,6 +14,7 @@ from station.ead.codes import (
 )
 from station.ead.record import EadRecord
 from station.ead.schema import SCHEMA_PATH, ead_schema, main
+from station.kernel.detector import DEFAULT_MODEL
 from tests.station.ead.test_ead_record import record_dict
 
 
