@@ -133,7 +133,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("station.risk", "station.rules", "station.lane.messages", "station.lane.position", "station.lane.track",
      "station.lane.gate", "station.lane.core", "station.lane.status", "station.lane"),
     ("station.store", "station.writer", "station.summary", "station.inference", "station.mqtt_link",
-     "station.ead.importer", "station.ead.quality"),
+     "station.ead.importer", "station.ead.quality", "station.lane.recorder"),
     ("station.lane.runtime", "station.model_swap", "station.control"),
     ("station.daemon", "station.preflight"),
     ("station.cli",),

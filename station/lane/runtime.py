@@ -3,23 +3,22 @@
 Event sources (PLC snapshots, scanner events, barcode reads, a tick) each run as one task. Every
 event goes through `dispatch`, which runs the core and executes its commands in order: PLC writes go
 through one queue so they reach the PLC in the order the core decided them; inference runs on the
-worker thread; an item that passed the gate is stored with its messages in one transaction, on the
-store writer's thread (`station.writer`), so the loop never waits on the store. What the core tracks
+worker thread; an item that passed the gate goes to the recorder (station/lane/recorder.py), which
+stores it with its messages in one transaction on the store writer's thread (`station.writer`), so the
+loop never waits on the store. What the core tracks
 is kept in the store as it changes, so a crash leaves every item that was on the belt recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sqlite3
 import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import fields, replace
-from datetime import UTC, datetime
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +28,15 @@ from drivers.plc import Plc, PlcError, PlcWriteError
 from drivers.scanner import Scanner
 from drivers.scanner_events import Interlock, ScanDone, ScanStarted
 from station.alarms import NOTICES, STATION, ActiveAlarm, AlarmBook
-from station.domain import Detected, Evidence, Reason
 from station.ead.checks import check_record
 from station.ead.record import EadRecord, RecordInvalid, parse_json_record
 from station.inference import InferenceProblem, InferenceWorker
 from station.lane import messages as m
 from station.lane.core import LaneCore, LaneState
+from station.lane.recorder import Recorder
 from station.lane.status import Counters, DeviceStatus, LaneStatus, ModelInfo, OnBelt, Outbox, StatusBoard
 from station.mqtt_link import Topics
-from station.risk import with_declaration
-from station.spool import SpoolError, keep_image
-from station.store import ItemRow, OutboxMessage, Store
+from station.store import ItemRow, Store
 from station.writer import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -53,16 +50,16 @@ class LaneRuntime:
                  on_stored: Callable[[], None] = lambda: None,
                  devices: Mapping[str, Callable[[], DeviceHealth]] | None = None) -> None:
         self.core = core
-        self.decide = core.decide  # the rule set, also for decisions revised after routing
         self.store = store  # this loop's reading connection: WAL readers never wait for the writer
         self.writer = writer
         self.topics = topics
         self.plc = plc
         self.spool_dir = spool_dir
-        self.images_dir = images_dir
         self.worker = worker
-        self.max_image_bytes = max_image_bytes
         self.on_stored = on_stored
+        # the rule set the core decides with also decides an item again after a late declaration
+        self.recorder = Recorder(store, writer, topics, decide=core.decide, images_dir=images_dir,
+                                 max_image_bytes=max_image_bytes, alarm=self.dispatch_alarm, on_stored=on_stored)
         self.run_id = uuid.uuid4().hex[:12]  # tells this run's tracks from an earlier run's in the store
         self.item_stored = asyncio.Event()  # set after each item is stored; waiters clear it
         self.alarms: dict[str, int] = {}
@@ -162,7 +159,7 @@ class LaneRuntime:
             return  # this version (or a later one) is already here
         findings = check_record(record)
         self.dispatch(m.EadArrived(time.monotonic(), record, findings))
-        self.revise_stored(record, findings)
+        self.recorder.revise(record, findings)
 
     def dispatch_alarm(self, code: str, detail: str) -> None:
         self.alarms[code] = self.alarms.get(code, 0) + 1
@@ -273,19 +270,7 @@ class LaneRuntime:
         be anywhere now), then forget it. Returns how many."""
         left = self.store.on_belt()
         for key, track in left:
-            # Armed: the gate may have carried the station's own CLEAR for it, whatever came later (a link
-            # loss turns every decision to INSPECT, too late to recall an arm): its record is that CLEAR.
-            armed = bool(track.get("armed"))
-            reason = {"code": "ROUTING_UNCONFIRMED", "detail": "the station stopped while the item was on the belt"
-                      + (" (its CLEAR was on the gate)" if armed else "")}
-            row = ItemRow(
-                uid=str(uuid.uuid4()), track_id=0, item_id=track.get("item_id"), barcode=track.get("barcode"),
-                scan_id=track.get("scan_id"), image_path=None, image_sha256=track.get("image_sha256"),
-                decision="CLEAR" if armed else "INSPECT", routed="UNCONFIRMED", score=0.0 if armed else 0.5,
-                reasons=[reason], ead_status="not_looked_up", ead_version=None, model_hash=None,
-                rules_version="-", decision_latency_ms=None, routed_at=time.time())
-            payload = result_payload(row, self.topics, detections=(), weight_kg=None, ead_findings=())
-            self._record(row, payload, track.get("image_path"), key, this_run=False)
+            self.recorder.left_on_belt(key, track)
             self.dispatch_alarm("ROUTING_UNCONFIRMED", f"{track.get('scan_id') or key}: the station stopped while "
                                 "it was on the belt")
         return len(left)
@@ -293,23 +278,9 @@ class LaneRuntime:
     # ---- storing a routed item ----------------------------------------------------------------
 
     def _store_item(self, item: m.ItemRouted) -> None:
-        uid = str(uuid.uuid4())
-        latency = None
-        if item.decided_t is not None and item.image_ready_t is not None:
-            latency = max(0.0, (item.decided_t - item.image_ready_t) * 1000.0)
-        row = ItemRow(
-            uid=uid, track_id=item.track_id, item_id=item.item_id, barcode=item.barcode, scan_id=item.scan_id,
-            image_path=None, image_sha256=item.image_sha256, decision=item.decision, routed=item.routed,
-            score=item.score, reasons=[reason_json(r) for r in item.reasons],
-            ead_status=item.ead_status, ead_version=item.ead_version, model_hash=item.model_hash,
-            rules_version=item.rules_version, decision_latency_ms=latency,
-            routed_at=time.time(), explanation=item.explanation,
-            detections=tuple((d.label, d.score, d.threat, d.box) for d in item.detections),
-        )
-        payload = result_payload(row, self.topics, detections=item.detections, weight_kg=item.weight_kg,
-                                 ead_findings=item.ead_findings)
         self._kept.pop(item.track_id, None)
-        self._record(row, payload, item.image_path, self._belt_key(item.track_id) if item.track_id > 0 else None)
+        row, done = self.recorder.routed(item, self._belt_key(item.track_id) if item.track_id > 0 else None)
+        done.add_done_callback(lambda done: self._item_stored(done, row))
 
     def _count(self, row: ItemRow) -> None:
         c = self.counters
@@ -317,21 +288,6 @@ class LaneRuntime:
             self._reasons.update({str(r["code"]) for r in row.reasons})
         self.counters = Counters(c.items + 1, c.cleared + (row.decision == "CLEAR"),
                                  c.inspected + (row.decision == "INSPECT"), tuple(sorted(self._reasons.items())))
-
-    def _record(self, row: ItemRow, payload: dict[str, object], spooled: str | None, on_belt_key: str | None,
-                this_run: bool = True) -> None:
-        """Store an item with its messages on the writer's thread, its scan moved out of the spool first."""
-        kept: list[str | None] = []  # the image is moved once, however often a full disk makes the job retry
-        loop = asyncio.get_running_loop()
-
-        def job(store: Store) -> None:
-            if not kept:
-                kept.append(self._keep_image(spooled, row.scan_id, row.uid, loop))
-            store.record_item(replace(row, image_path=kept[0]), self._messages(payload), on_belt_key=on_belt_key)
-
-        future = self.writer.submit(job, want_result=True)
-        assert future is not None
-        future.add_done_callback(lambda done: self._item_stored(done, row) if this_run else self.on_stored())
 
     def _item_stored(self, done: asyncio.Future[None], row: ItemRow) -> None:
         if done.exception() is not None:
@@ -347,63 +303,6 @@ class LaneRuntime:
         self.on_stored()
         self.item_stored.set()
         self.publish_soon()
-
-    def _keep_image(self, spooled: str | None, scan_id: str | None, uid: str,
-                    loop: asyncio.AbstractEventLoop) -> str | None:
-        """On the writer's thread: move the scan from the spool into images/YYYY-MM-DD/ under a name no
-        other scan can have. An image that cannot be kept is an alarm (the item's record stays)."""
-        if spooled is None:
-            return None
-        source = Path(spooled)
-        name = f"{_safe_name(scan_id or 'scan')}-{uid[:12]}{source.suffix}"
-        try:
-            return str(keep_image(source, self.images_dir, name=name, max_bytes=self.max_image_bytes))
-        except SpoolError as err:
-            loop.call_soon_threadsafe(self.dispatch_alarm, "IMAGE_NOT_KEPT", str(err))
-            return None
-
-    def _messages(self, payload: dict[str, object]) -> list[OutboxMessage]:
-        """The result message, and for an INSPECT decision the alert, of one item (revision)."""
-        result_id = str(payload["msg_id"])
-        messages = [OutboxMessage(result_id, self.topics.result, json.dumps(payload))]
-        if payload["decision"] == "INSPECT":
-            alert_id = result_id.replace("/result", "/alert", 1)
-            alert = {**payload, "msg_id": alert_id, "schema": "screening/v1/item-alert"}
-            messages.append(OutboxMessage(alert_id, self.topics.alert, json.dumps(alert)))
-        return messages
-
-    def revise_stored(self, record: EadRecord, findings: tuple[Reason, ...]) -> None:
-        """A declaration that reached the station after its item passed the gate: decide the item again
-        from its stored evidence with the declaration in it, and when the decision or its reasons
-        change, store the revision and publish it (the item's routing stays what it was: the officer at
-        the inspection table, or central, acts on the revision)."""
-        for row in self.store.items_for(record.item_id):
-            if row["explanation"] is None or (row["ead_version"] or 0) >= record.version:
-                continue
-            before = Evidence.from_dict(json.loads(row["explanation"])["evidence"])
-            evidence = with_declaration(before, record, findings)
-            decision = self.decide(evidence)
-            reasons = [reason_json(r) for r in decision.reasons]
-            if decision.decision == row["decision"] and reasons == json.loads(row["reasons"]):
-                continue
-            revision = int(row["revision"]) + 1
-            revised = replace(stored_row(row), decision=decision.decision, score=decision.score, reasons=reasons,
-                              ead_status="found", ead_version=record.version, rules_version=decision.rules_version,
-                              explanation=decision.explanation_json())
-            payload = result_payload(revised, self.topics, detections=evidence.detections,
-                                     weight_kg=evidence.measured_weight_kg, ead_findings=evidence.ead_findings,
-                                     revision=revision)
-            messages = self._messages(payload)
-
-            def revise(store: Store, revised: ItemRow = revised, revision: int = revision,
-                       messages: list[OutboxMessage] = messages) -> None:
-                store.revise_item(revised, revision, messages)
-
-            done = self.writer.submit(revise, want_result=True)
-            assert done is not None
-            done.add_done_callback(lambda _: self.on_stored())
-            log.info("item %s (%s) decided again with a late declaration: %s -> %s", row["uid"], record.item_id,
-                     row["decision"], decision.decision)
 
     async def wait_stored(self, count: int) -> None:
         """Until this runtime has stored `count` items."""
@@ -589,50 +488,3 @@ class LaneRuntime:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-def _safe_name(text: str) -> str:
-    """A scanner-given id as part of a file name: letters, digits, '-', '_' and '.' only."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:64] or "scan"
-
-
-def result_payload(row: ItemRow, topics: Topics, *, detections: tuple[Detected, ...], weight_kg: float | None,
-                   ead_findings: tuple[Reason, ...], revision: int = 1) -> dict[str, object]:
-    """The `items/result` (and `items/alert`) message: everything central needs about one item.
-    Revision 2, 3...: the item was decided again after routing (a late declaration); `routed` says
-    where it physically went."""
-    return {
-        "msg_id": f"{row.uid}/result" + (f"/{revision}" if revision > 1 else ""),
-        "schema": "screening/v1/item-result",
-        "site": topics.site,
-        "lane": topics.lane,
-        "uid": row.uid,
-        "revision": revision,
-        "item_id": row.item_id,
-        "barcode": row.barcode,
-        "scan_id": row.scan_id,
-        "decision": row.decision,
-        "routed": row.routed,
-        "score": round(row.score, 4),
-        "reasons": row.reasons,
-        "detections": [{"label": d.label, "score": round(d.score, 4), "threat": d.threat,
-                        "box": [round(v, 1) for v in d.box]} for d in detections],
-        "ead": {"status": row.ead_status, "version": row.ead_version,
-                "findings": [reason_json(r) for r in ead_findings]},
-        "weight_kg": None if weight_kg is None else round(weight_kg, 3),
-        "model_hash": row.model_hash,
-        "rules_version": row.rules_version,
-        "decision_latency_ms": None if row.decision_latency_ms is None else round(row.decision_latency_ms, 2),
-        "routed_at": datetime.fromtimestamp(row.routed_at, UTC).isoformat(),
-    }
-
-
-def reason_json(reason: Reason) -> dict[str, str]:
-    """A reason as stored and published: its code and sentence, and the EAD field it concerns if any."""
-    return {"code": reason.code, "detail": reason.detail, **({"field": reason.field} if reason.field else {})}
-
-
-def stored_row(row: sqlite3.Row) -> ItemRow:
-    """An items-table row as the ItemRow it was stored from (detections left out)."""
-    names = [f.name for f in fields(ItemRow) if f.name != "detections"]
-    return ItemRow(**{name: json.loads(row[name]) if name == "reasons" else row[name] for name in names})
