@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 LANE_ACTIONS = ("start", "stop", "reset", "maintenance")
 MODEL_ACTIONS = ("model-status", "model-load", "model-rollback")
 ALARM_ACTIONS = ("alarm-ack", "alarm-clear")
-ACTIONS = ("status", *LANE_ACTIONS, *ALARM_ACTIONS, *MODEL_ACTIONS, "plc-write")
+ACTIONS = ("status", *LANE_ACTIONS, *ALARM_ACTIONS, *MODEL_ACTIONS, "plc-write", "ead-imported")
 GOODS_OUTPUTS = ("gate_clear", "gate_clear_until_mm", "belt_run", "belt_speed_sp")  # a write here moves mail
 
 
@@ -106,6 +106,12 @@ class ControlServer:
             return {"ok": error is None, **({"error": error} if error else {}), **self.status()}
         if action == "plc-write":
             return await self._plc_write(request, who)
+        if action == "ead-imported":
+            since = request.get("since")
+            if not isinstance(since, (int, float)):
+                return {"ok": False, "error": "ead-imported needs \"since\" (Unix seconds)"}
+            self.runtime.audit(who, f"ead import {request.get('file', '')}".rstrip())
+            return {"ok": True, **await self.runtime.declarations_imported(float(since))}
         if action not in LANE_ACTIONS:
             return {"ok": False, "error": f"unknown action {action!r}; expected {', '.join(ACTIONS)}"}
         refused = self.runtime.operator(action, who)

@@ -22,10 +22,10 @@ from drivers.profile import load_profile
 from drivers.scanner import Scanner
 from station.config import Config
 from station.control import ControlServer, socket_path
-from station.ead.importer import import_ead_file
-from station.ead.quality import publish_quality
 from station.ead.record import BadLine, EadRecord
+from station.ead_quality import publish_quality
 from station.inference import InferenceWorker
+from station.intake import import_ead_file
 from station.kernel.detector import DEFAULT_MODEL, Detector, ModelError
 from station.lane import messages as m
 from station.lane.core import LaneCore, LaneState

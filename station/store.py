@@ -308,6 +308,17 @@ class Store:
         )
         return cur.rowcount > 0
 
+    def ead_news(self, since: float, item_ids: Iterable[str]) -> list[EadRecord]:
+        """Declarations received since `since` (Unix seconds) that concern the lane: for one of `item_ids`
+        (items on the belt), or for an item already stored (which a declaration may decide again)."""
+        ids = list(item_ids)
+        marks = ",".join("?" * len(ids))
+        rows = self.db.execute(
+            "SELECT record FROM ead_records e WHERE received_at >= ? AND "
+            f"(item_id IN ({marks}) OR EXISTS (SELECT 1 FROM items i WHERE i.item_id = e.item_id))",
+            (since, *ids)).fetchall()
+        return [EadRecord.model_validate_json(row["record"]) for row in rows]
+
     def ead_received(self, since: float, until: float) -> list[EadRecord]:
         """Declarations received (or amended) in [since, until), Unix seconds."""
         rows = self.db.execute("SELECT record FROM ead_records WHERE received_at >= ? AND received_at < ?"

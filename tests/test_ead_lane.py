@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 
 import aiomqtt
@@ -155,3 +156,51 @@ def test_a_message_the_store_cannot_hold_is_an_alarm_and_the_station_keeps_routi
     with Store(tmp_path / "station.db") as store:
         details = [r["detail"] for r in store.db.execute("SELECT detail FROM alarms WHERE code = 'EAD_REJECTED'")]
     assert len(details) == 2 and "version" in details[0] and "contents[0].description" in details[1]
+
+
+def test_a_file_imported_while_the_lane_runs_reaches_the_lane_the_way_centrals_declarations_do(
+        tmp_path: Path) -> None:
+    """`station ead import` into a running station's data folder: the station hears of it and decides
+    again an item it stored without its declaration (the same way in as a declaration over MQTT)."""
+    import numpy as np
+
+    from simulator.ead_feed import make_record
+
+    cfg = Config(storage=StorageSection(data_dir=tmp_path), lane=LaneSection(belt_speed_mm_s=1500),
+                 simulator=SimulatorSection(seed=5, item_rate_per_s=3.0, threat_share=0.0, noread_share=0.0,
+                                            invalid_s10_share=0.0, ead_missing_share=0.6, ead_late_share=0.0,
+                                            ead_defect_share=0.0))
+    seen: dict[str, object] = {}
+
+    def only_missing(lane: Lane) -> dict[str, object] | None:
+        for row in lane.store.items():
+            if [r["code"] for r in json.loads(row["reasons"])] == ["EAD_MISSING"]:
+                return dict(row)
+        return None
+
+    async def control(lane: Lane) -> None:
+        await until(lambda: only_missing(lane) is not None, 30, "an item inspected only for its missing EAD")
+        row = only_missing(lane)
+        assert row is not None
+        truth = next(o.truth for o in lane.sim.outcomes.values() if o.truth.scan_id == row["scan_id"])
+        file = tmp_path / "late.jsonl"
+        file.write_text(json.dumps(make_record(np.random.default_rng(1), str(row["item_id"]),
+                                               gross_weight_kg=truth.weight_kg, threats=truth.threats)) + "\n")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "station.cli", "ead", "import", str(file), "--data-dir", str(tmp_path),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _, err = await proc.communicate()
+        seen["rc"], seen["err"], seen["uid"] = proc.returncode, err.decode(), row["uid"]
+        await until(lambda: lane.store.db.execute("SELECT revision FROM items WHERE uid = ?",
+                                                  (row["uid"],)).fetchone()[0] == 2, 10, "the item revised")
+        await stored(lane, lane.runtime.items_stored + 1)
+
+    asyncio.run(run_simulated(cfg, control=control))
+    assert seen["rc"] == 0, seen["err"]
+    assert "the running station (PID" in str(seen["err"]) and "1 stored items decided again" in str(seen["err"])
+    with Store(tmp_path / "station.db") as store:
+        row = store.db.execute("SELECT * FROM items WHERE uid = ?", (seen["uid"],)).fetchone()
+        revisions = [r["msg_id"] for r in store.db.execute("SELECT msg_id FROM outbox WHERE msg_id LIKE ?",
+                                                           (f"{seen['uid']}/%",))]
+    assert row["decision"] == "CLEAR" and row["ead_status"] == "found" and row["routed"] == "INSPECT"
+    assert f"{seen['uid']}/result/2" in revisions

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,8 +18,8 @@ from typing import TYPE_CHECKING
 from station.cli.common import config_args, load
 
 if TYPE_CHECKING:  # handlers import lazily, so that `station --help` stays fast
-    from station.ead.importer import LineReport
     from station.ead.record import Party
+    from station.intake import LineReport
 
 _COLUMNS = "{line:>5}  {item:<13}  {valid:<5}  {code:<21}  {field:<26}  {message}"
 
@@ -48,7 +49,7 @@ def add_ead_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def _check(args: argparse.Namespace) -> int:
-    from station.ead.importer import check_file
+    from station.intake import check_file
 
     if not args.file.is_file():
         print(f"{args.file}: no such file", file=sys.stderr)
@@ -57,16 +58,39 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from station.ead.importer import import_file
+    from station.intake import import_file
     from station.store import Store
 
     config = load(args)
     if not args.file.is_file():
         print(f"{args.file}: no such file", file=sys.stderr)
         return 2
+    started = time.time()
     with Store(config.storage.data_dir / "station.db") as store:
         reports = import_file(store, args.file, source=str(args.file))
-    return _report(reports, args.json)
+    code = _report(reports, args.json)
+    _tell_running_station(config.storage.data_dir, started, args.file)
+    return code
+
+
+def _tell_running_station(data_dir: Path, since: float, file: Path) -> None:
+    """A station running on this data folder hears of the import, so that the declarations reach items
+    on its belt and decide again items it stored without them (station/lane/runtime.py)."""
+    import asyncio
+
+    from station.control import send, socket_path
+    from station.lock import holder
+
+    if (pid := holder(data_dir)) is None:
+        return
+    try:
+        reply = asyncio.run(send(socket_path(data_dir), "ead-imported", 120.0, since=since, file=str(file.resolve())))
+    except (OSError, TimeoutError) as err:
+        print(f"warning: the running station (PID {pid}) was not told of this import ({err}): items on its belt "
+              "go on without these declarations", file=sys.stderr)
+        return
+    print(f"the running station (PID {pid}) took {reply.get('records', 0)} of these declarations for items on its "
+          f"belt or stored; {reply.get('revised', 0)} stored items decided again", file=sys.stderr)
 
 
 def _report(reports: Iterable[LineReport], as_json: bool) -> int:
@@ -103,7 +127,7 @@ def _print_rows(report: LineReport) -> None:
 
 def _show(args: argparse.Namespace) -> int:
     from station.ead.checks import check_record
-    from station.ead.importer import reason_dict
+    from station.intake import reason_dict
     from station.store import Store
 
     config = load(args)

@@ -17,7 +17,7 @@ import sqlite3
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -155,11 +155,33 @@ class LaneRuntime:
             self.dispatch_alarm("EAD_NOT_STORED", f"{topic}: {record.item_id}: {err}")
             return
         self.ead_health = self.ead_health.ok(f"last record {record.item_id} v{record.version}")
-        if not done.result():
-            return  # this version (or a later one) is already here
-        findings = check_record(record)
-        self.dispatch(m.EadArrived(time.monotonic(), record, findings))
-        self.recorder.revise(record, findings)
+        if done.result():  # a new version (an older or the same one changes nothing)
+            self.declarations_arrived([record])
+
+    def declarations_arrived(self, records: Iterable[EadRecord]) -> int:
+        """The one way in for declarations the store has just taken, from central (MQTT) or from a file
+        (`station ead import` while the lane runs): each is checked, given to its item if it is on the
+        belt, and decides again an item already stored without it. Returns how many items were revised."""
+        revised = 0
+        for record in records:
+            findings = check_record(record)
+            self.dispatch(m.EadArrived(time.monotonic(), record, findings))
+            revised += self.recorder.revise(record, findings)
+        return revised
+
+    async def declarations_imported(self, since: float) -> dict[str, int]:
+        """A file of declarations was imported into the store since `since` (time.time()) by another
+        process: the ones that concern the lane are read off the loop and go the way central's do."""
+        on_belt = {t.item_id for t in self.core.tracks if t.item_id}
+
+        def news() -> list[EadRecord]:
+            with Store(self.store.path) as store:
+                return store.ead_news(since, on_belt)
+
+        records = await asyncio.to_thread(news)
+        revised = self.declarations_arrived(records)
+        log.info("%d imported declarations concern the lane: %d items decided again", len(records), revised)
+        return {"records": len(records), "revised": revised}
 
     def dispatch_alarm(self, code: str, detail: str) -> None:
         self.alarms[code] = self.alarms.get(code, 0) + 1

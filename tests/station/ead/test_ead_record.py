@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from station.ead.importer import import_ead_file
+from station.intake import import_ead_file
 from station.ead.record import (
     BadLine,
     EadRecord,
