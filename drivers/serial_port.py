@@ -189,7 +189,10 @@ class SerialPort:
         try:
             self._open()
         except (serial.SerialException, OSError) as err:
-            self._health = self._health.failed("open", f"cannot open {self.path}: {err}")
+            # pyserial repeats the path and the errno in its message: the errno's own words say it once
+            code = getattr(err, "errno", None)
+            why = os.strerror(code) if isinstance(code, int) and code not in (errno.EAGAIN, errno.EWOULDBLOCK) else err
+            self._health = self._health.failed("open", f"cannot open {self.path}: {why}")
             log.debug("serial %s: open failed: %s", self.path, err)
             return False
         return True

@@ -153,6 +153,9 @@ def test_sniffing_a_port_the_running_station_holds_says_so(tmp_path: Path) -> No
     async def control(lane: Lane) -> None:
         await stored(lane, 1)
         seen["sniff"] = await station_cli(tmp_path, "diag", "serial", "sniff", lane.scanner.path, "--seconds", "1")
+        sim = lane.sim
+        await until(lambda: any(o.truth.threats and o.bin for o in sim.outcomes.values()), 30,
+                    "a threat through the gate (the audit judges the run)")
 
     run(tmp_path, control)
     code, _, err = seen["sniff"]  # type: ignore[misc]
