@@ -5,7 +5,7 @@ read the file, check its SHA-256, decode it, derive the grey image, letterbox, r
 output, NMS. The baseline is the same onnxruntime session, called bare on the same, already
 prepared input tensor. The two alternate image by image, round after round, so that they
 share the machine's noise; figures are medians (p50) and 99th percentiles over every image of every
-round. Budgets (DESIGN.md): inference p50 <= 25 ms; pipeline / bare <= 1.15 at the median.
+round. Budgets (docs/models.md): inference p50 <= 25 ms; pipeline / bare <= 1.15 at the median.
 """
 
 from __future__ import annotations

@@ -161,3 +161,28 @@ def test_sniffing_a_port_the_running_station_holds_says_so(tmp_path: Path) -> No
     code, _, err = seen["sniff"]  # type: ignore[misc]
     assert code == 1 and f"held by the running station (PID {os.getpid()})" in err
     assert "Errno" not in err
+
+
+def test_a_scanner_absent_at_start_holds_the_lane_until_it_is_there_and_the_alarm_cleared(tmp_path: Path) -> None:
+    seen: dict[str, object] = {}
+
+    async def control(lane: Lane) -> None:
+        assert lane.sim is not None
+        board = lane.runtime.board
+        await until(lambda: board.current is not None and "SCANNER_DOWN" in {a.code for a in board.current.alarms},
+                    why="SCANNER_DOWN raised at start")
+        await asyncio.sleep(0.5)
+        seen["held"] = lane.runtime.publish_status()
+        assert not lane.sim.belt.running, "no belt without a scanner"
+        await lane.sim.inject(Fault("scanner-unplug", 0))  # plugged in at last
+        await until(lambda: lane.runtime.devices["scanner"]().state.value == "up", why="scanner up")
+        seen["clear"] = lane.runtime.clear_alarm("SCANNER_DOWN", "ann")
+        seen["start"] = lane.runtime.operator("start", "ann")
+        await until(lambda: lane.sim.belt.running, why="belt running")  # type: ignore[union-attr]
+        await until(lambda: any(o.truth.threats and o.bin for o in lane.sim.outcomes.values()), 30, "a threat routed")
+
+    run(tmp_path, control, faults=[Fault("scanner-unplug")])
+    held = seen["held"]
+    assert held.state == "STOPPED" and held.reason == "SCANNER_DOWN"  # type: ignore[attr-defined]
+    assert held.device("scanner").state == "down"  # type: ignore[attr-defined]
+    assert seen["clear"] is None and seen["start"] == []

@@ -219,6 +219,7 @@ class LaneRuntime:
         """Clear an active alarm (and release the belt if it held it); None, or why not."""
         if self.book.get(code) is None:
             return f"no active alarm {code}"
+        self.check_readers(time.monotonic())  # a reader plugged back a moment ago counts as back
         if why := self.core.why_held(code) or self._reader_not_back(code):
             self.audit(by, f"alarm clear {code} refused: {why}")
             return f"{code} cannot be cleared yet: {why}"

@@ -1,4 +1,4 @@
-"""The lane core in virtual time: the DESIGN.md invariants, as examples and as properties."""
+"""The lane core in virtual time: the invariants of docs/architecture.md (fail safe: a track with a reason never gets CLEAR), as examples and as properties."""
 
 from __future__ import annotations
 
