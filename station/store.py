@@ -7,6 +7,7 @@ in `seq` order and a row is deleted only once the broker has acknowledged it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -86,11 +87,13 @@ CREATE TABLE IF NOT EXISTS alarms (  -- one row per raise; rows of a code not ye
     cleared_at REAL,
     cleared_by TEXT
 );
-CREATE TABLE IF NOT EXISTS audit (  -- every operator and technician action, with who did it
+CREATE TABLE IF NOT EXISTS audit (  -- every operator and technician action, with who did it, hash-chained
     id INTEGER PRIMARY KEY,
     at REAL NOT NULL,
     who TEXT NOT NULL,
-    action TEXT NOT NULL
+    action TEXT NOT NULL,
+    prev TEXT,  -- the hash of the row before (AUDIT_GENESIS for the first)
+    hash TEXT   -- audit_hash(prev, at, who, action): an edited, removed or inserted row breaks the chain
 );
 """
 
@@ -162,6 +165,15 @@ class Store:
             self.db.execute("ALTER TABLE items ADD COLUMN explanation TEXT")
         if "revision" not in columns:
             self.db.execute("ALTER TABLE items ADD COLUMN revision INTEGER NOT NULL DEFAULT 1")
+        audit_columns = {row["name"] for row in self.db.execute("PRAGMA table_info(audit)")}
+        if "hash" not in audit_columns:  # rows written before the chain: chained now, in their order
+            self.db.execute("ALTER TABLE audit ADD COLUMN prev TEXT")
+            self.db.execute("ALTER TABLE audit ADD COLUMN hash TEXT")
+            prev = AUDIT_GENESIS
+            for row in self.db.execute("SELECT id, at, who, action FROM audit ORDER BY id").fetchall():
+                digest = audit_hash(prev, row["at"], row["who"], row["action"])
+                self.db.execute("UPDATE audit SET prev = ?, hash = ? WHERE id = ?", (prev, digest, row["id"]))
+                prev = digest
         alarm_columns = {row["name"] for row in self.db.execute("PRAGMA table_info(alarms)")}
         for name, kind in (("acked_at", "REAL"), ("acked_by", "TEXT"), ("cleared_at", "REAL"), ("cleared_by", "TEXT")):
             if name not in alarm_columns:
@@ -283,8 +295,27 @@ class Store:
             "FROM alarms a WHERE cleared_at IS NULL GROUP BY code ORDER BY min(id)").fetchall()
 
     def add_audit(self, who: str, action: str, at: float | None = None) -> None:
-        self.db.execute("INSERT INTO audit (at, who, action) VALUES (?,?,?)",
-                        (time.time() if at is None else at, who, action))
+        """Append one row to the audit chain. The last hash is read and the row written in one write
+        transaction, so two processes appending at once (the daemon, a command) still make one chain."""
+        at = time.time() if at is None else at
+        with self.transaction() as db:
+            last = db.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+            prev = AUDIT_GENESIS if last is None else str(last["hash"])
+            db.execute("INSERT INTO audit (at, who, action, prev, hash) VALUES (?,?,?,?,?)",
+                       (at, who, action, prev, audit_hash(prev, at, who, action)))
+
+    def verify_audit(self) -> tuple[int, str | None]:
+        """Recompute the audit chain: (rows checked, the first broken row's description, or None)."""
+        prev, count = AUDIT_GENESIS, 0
+        for row in self.db.execute("SELECT id, at, who, action, prev, hash FROM audit ORDER BY id"):
+            count += 1
+            if row["prev"] != prev:
+                return count, (f"row {row['id']} ({row['who']}: {row['action']!r}): it does not follow the row "
+                               "before it (a row was removed or inserted)")
+            if row["hash"] != audit_hash(prev, row["at"], row["who"], row["action"]):
+                return count, f"row {row['id']} ({row['who']}: {row['action']!r}): its content was changed"
+            prev = str(row["hash"])
+        return count, None
 
     # ---- EAD ----------------------------------------------------------------------------------
 
@@ -360,6 +391,14 @@ class Store:
         """Messages waiting for the broker, and when the oldest was queued (time.time())."""
         count, oldest = self.db.execute("SELECT count(*), min(created_at) FROM outbox").fetchone()
         return int(count), oldest
+
+
+AUDIT_GENESIS = "0" * 64
+
+
+def audit_hash(prev: str, at: float, who: str, action: str) -> str:
+    """One audit row's link in the chain: SHA-256 over the previous hash and the row, canonically."""
+    return hashlib.sha256(json.dumps([prev, repr(float(at)), who, action], ensure_ascii=False).encode()).hexdigest()
 
 
 def _owner_only(path: Path) -> None:

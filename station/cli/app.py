@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
+from station.cli.audit import add_audit_commands
 from station.cli.common import INTERRUPTED, SIGPIPE_EXIT, USAGE
 from station.cli.diag import add_diag_commands
 from station.cli.ead import add_ead_commands
@@ -56,6 +57,7 @@ def parser() -> argparse.ArgumentParser:
     add_diag_commands(sub)
     add_model_control_commands(add_model_commands(sub))
     add_rules_commands(sub)
+    add_audit_commands(sub)
     for command in _commands(top):  # also after the command: `station run --simulate --log-level info`
         command.add_argument("--log-level", default=argparse.SUPPRESS, choices=LOG_LEVELS,
                              help="log level (also accepted before the command)")
