@@ -87,6 +87,13 @@ CREATE TABLE IF NOT EXISTS alarms (  -- one row per raise; rows of a code not ye
     cleared_at REAL,
     cleared_by TEXT
 );
+CREATE TABLE IF NOT EXISTS users (  -- console accounts (station/accounts.py): no default account exists
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    password_hash TEXT NOT NULL,  -- argon2id
+    created_at REAL NOT NULL,
+    disabled_at REAL
+);
 CREATE TABLE IF NOT EXISTS audit (  -- every operator and technician action, with who did it, hash-chained
     id INTEGER PRIMARY KEY,
     at REAL NOT NULL,

@@ -22,6 +22,7 @@ from station.cli.model import add_model_commands
 from station.cli.rules import add_rules_commands
 from station.cli.run import add_run_commands
 from station.cli.tools import add_tool_commands
+from station.cli.user import add_user_commands
 from station.config import ConfigError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -58,6 +59,7 @@ def parser() -> argparse.ArgumentParser:
     add_model_control_commands(add_model_commands(sub))
     add_rules_commands(sub)
     add_audit_commands(sub)
+    add_user_commands(sub)
     for command in _commands(top):  # also after the command: `station run --simulate --log-level info`
         command.add_argument("--log-level", default=argparse.SUPPRESS, choices=LOG_LEVELS,
                              help="log level (also accepted before the command)")
