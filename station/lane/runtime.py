@@ -41,6 +41,7 @@ from station.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
+PUBLISH_S = 0.1  # the lane status snapshot is at most this much behind the lane
 READER_GRACE_S = 2.0  # a scanner or barcode reader still connecting after this long is not usable
 
 
@@ -342,10 +343,11 @@ class LaneRuntime:
         self.publish_soon()
 
     def publish_soon(self) -> None:
-        """Publish a new snapshot once the events being handled now are done (one per loop turn)."""
+        """Publish a new snapshot within PUBLISH_S: every change is in the next one, and the snapshot is
+        not rebuilt at every PLC poll (50 a second), on the loop that must answer them."""
         if not self._publish_due:
             self._publish_due = True
-            asyncio.get_running_loop().call_soon(self.publish_status)
+            asyncio.get_running_loop().call_later(PUBLISH_S, self.publish_status)
 
     def publish_status(self) -> LaneStatus:
         self._publish_due = False
