@@ -54,7 +54,8 @@ class DataDirLock:
 
 
 def holder(data_dir: Path) -> int | None:
-    """The PID of the station running on `data_dir`, or None when none holds it."""
+    """The PID of the station running on `data_dir` (0 when it has not written it yet), or None when none
+    holds it."""
     try:
         fd = os.open(data_dir / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -62,7 +63,7 @@ def holder(data_dir: Path) -> int | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        return _read_pid(fd) or -1
+        return _read_pid(fd) or 0  # held, its PID not written yet (the moment after the holder took it)
     else:
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None

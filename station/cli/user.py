@@ -10,6 +10,7 @@ import argparse
 import getpass
 import sys
 import time
+from collections.abc import Callable
 
 from station.accounts import ROLES, AccountError, add_user, disable_user, set_password, users
 from station.cli.common import FAILED, OK, USAGE, config_args, load
@@ -59,38 +60,31 @@ def _add(args: argparse.Namespace) -> int:
     password = _password(args)
     if password is None:
         return USAGE
-    with _store(args) as store:
-        try:
-            add_user(store, args.name, args.role, password, by=os_user())
-        except AccountError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return USAGE
-    print(f"user {args.name} added ({args.role})")
-    return OK
+    return _change(args, lambda store: add_user(store, args.name, args.role, password, by=os_user()),
+                   f"user {args.name} added ({args.role})", refused=USAGE)
 
 
 def _passwd(args: argparse.Namespace) -> int:
     password = _password(args)
     if password is None:
         return USAGE
-    with _store(args) as store:
-        try:
-            set_password(store, args.name, password, by=os_user())
-        except AccountError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return FAILED
-    print(f"password of {args.name} changed")
-    return OK
+    return _change(args, lambda store: set_password(store, args.name, password, by=os_user()),
+                   f"password of {args.name} changed")
 
 
 def _disable(args: argparse.Namespace) -> int:
+    return _change(args, lambda store: disable_user(store, args.name, by=os_user()), f"user {args.name} disabled")
+
+
+def _change(args: argparse.Namespace, change: Callable[[Store], object], done: str, refused: int = FAILED) -> int:
+    """One change to the accounts: `done` said when it is made, the reason on standard error when refused."""
     with _store(args) as store:
         try:
-            disable_user(store, args.name, by=os_user())
+            change(store)
         except AccountError as err:
             print(f"error: {err}", file=sys.stderr)
-            return FAILED
-    print(f"user {args.name} disabled")
+            return refused
+    print(done)
     return OK
 
 
