@@ -25,7 +25,17 @@ log = logging.getLogger(__name__)
 
 MAX_VERSION_STEP = 1000  # the most one EAD amendment may raise the stored version
 
-SCHEMA = """
+def _reason_rows(reasons: str, item: str, source: str = "") -> str:
+    """SELECT (code, item) for each reason in the JSON array `reasons` that is an object with a text code.
+    A malformed reason, or reasons that are not JSON, give no row and never make an item's INSERT fail;
+    CASE, not AND, because only CASE guarantees that json_type sees JSON."""
+    code = ("CASE WHEN j.type = 'object' THEN CASE WHEN json_type(j.value, '$.code') = 'text'"
+            " THEN json_extract(j.value, '$.code') END END")
+    return (f"SELECT {code}, {item} FROM {source} json_each(CASE WHEN json_valid({reasons}) THEN {reasons}"
+            f" ELSE '[]' END) AS j WHERE {code} IS NOT NULL")
+
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS items (
     id INTEGER PRIMARY KEY,
     uid TEXT NOT NULL UNIQUE,
@@ -102,6 +112,42 @@ CREATE TABLE IF NOT EXISTS audit (  -- every operator and technician action, wit
     prev TEXT,  -- the hash of the row before (AUDIT_GENESIS for the first)
     hash TEXT   -- audit_hash(prev, at, who, action): an edited, removed or inserted row breaks the chain
 );
+CREATE INDEX IF NOT EXISTS items_routed_at ON items (routed_at);
+CREATE INDEX IF NOT EXISTS items_decision ON items (decision);  -- (decision, id): the queue and history, by id
+CREATE TABLE IF NOT EXISTS item_reasons (  -- the codes of items.reasons, one row each, kept by the triggers below
+    code TEXT NOT NULL,
+    item INTEGER NOT NULL,  -- items.id (no foreign key: a copy of the item's own column, not a fact of its own)
+    PRIMARY KEY (code, item)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS item_reasons_item ON item_reasons (item);
+CREATE TRIGGER IF NOT EXISTS items_reasons_insert AFTER INSERT ON items BEGIN
+    INSERT OR IGNORE INTO item_reasons (code, item) {_reason_rows("new.reasons", "new.id")};
+END;
+CREATE TRIGGER IF NOT EXISTS items_reasons_update AFTER UPDATE OF reasons ON items BEGIN
+    DELETE FROM item_reasons WHERE item = old.id;
+    INSERT OR IGNORE INTO item_reasons (code, item) {_reason_rows("new.reasons", "new.id")};
+END;
+CREATE TRIGGER IF NOT EXISTS items_reasons_delete AFTER DELETE ON items BEGIN
+    DELETE FROM item_reasons WHERE item = old.id;
+END;
+CREATE TABLE IF NOT EXISTS verdicts (  -- an operator's judgement of an INSPECT item (station/reviews.py)
+    id INTEGER PRIMARY KEY,
+    item INTEGER NOT NULL REFERENCES items (id),
+    verdict TEXT NOT NULL CHECK (verdict IN ('CLEARED', 'THREAT', 'REFERRED', 'FALSE_ALARM')),
+    threat_class TEXT,  -- THREAT: the detector's label of what it is
+    reason_code TEXT,  -- why the operator overrode the machine (reviews.OVERRIDE_REASONS)
+    note TEXT,
+    by TEXT NOT NULL,
+    at REAL NOT NULL,
+    shown_at REAL,  -- when the console showed the item to the operator
+    undone_at REAL,  -- undone by the same operator within seconds: the item is back in the queue
+    undone_by TEXT
+);
+CREATE INDEX IF NOT EXISTS verdicts_item ON verdicts (item);
+-- An item has at most one verdict that is not undone; the partial indexes serve the current verdict only.
+CREATE UNIQUE INDEX IF NOT EXISTS verdicts_current ON verdicts (item) WHERE undone_at IS NULL;
+CREATE INDEX IF NOT EXISTS verdicts_current_verdict ON verdicts (verdict, item) WHERE undone_at IS NULL;
+CREATE INDEX IF NOT EXISTS verdicts_current_by ON verdicts (by, item) WHERE undone_at IS NULL;
 """
 
 
@@ -153,8 +199,9 @@ class Store:
         self._wal(busy_timeout_s)
         self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
         self.db.execute("PRAGMA foreign_keys=ON")
+        indexed = self._has_table("item_reasons")
         self.db.executescript(SCHEMA)
-        self._migrate()
+        self._migrate(reasons_indexed=indexed)
 
     def _wal(self, timeout_s: float) -> None:
         """Switch to WAL, which readers and the writer rely on never to block each other. SQLite keeps the
@@ -165,8 +212,13 @@ class Store:
                 raise sqlite3.OperationalError(f"{self.path}: cannot switch to WAL (journal mode {mode})")
             time.sleep(0.01)
 
-    def _migrate(self) -> None:
-        """Bring a database made by an earlier version up to this schema (columns are only ever added)."""
+    def _has_table(self, name: str) -> bool:
+        row = self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
+        return row is not None
+
+    def _migrate(self, *, reasons_indexed: bool) -> None:
+        """Bring a database made by an earlier version up to this schema (columns and tables are only ever
+        added). `reasons_indexed`: item_reasons was there before SCHEMA ran, so its triggers saw every item."""
         columns = {row["name"] for row in self.db.execute("PRAGMA table_info(items)")}
         if "explanation" not in columns:
             self.db.execute("ALTER TABLE items ADD COLUMN explanation TEXT")
@@ -185,6 +237,10 @@ class Store:
         for name, kind in (("acked_at", "REAL"), ("acked_by", "TEXT"), ("cleared_at", "REAL"), ("cleared_by", "TEXT")):
             if name not in alarm_columns:
                 self.db.execute(f"ALTER TABLE alarms ADD COLUMN {name} {kind}")
+        if not reasons_indexed:  # items stored before the triggers; OR IGNORE: another process may be at it too
+            with self.transaction() as db:
+                rows = _reason_rows("i.reasons", "i.id", source="items AS i,")
+                db.execute(f"INSERT OR IGNORE INTO item_reasons (code, item) {rows}")
 
     def close(self) -> None:
         self.db.close()
@@ -304,12 +360,8 @@ class Store:
     def add_audit(self, who: str, action: str, at: float | None = None) -> None:
         """Append one row to the audit chain. The last hash is read and the row written in one write
         transaction, so two processes appending at once (the daemon, a command) still make one chain."""
-        at = time.time() if at is None else at
         with self.transaction() as db:
-            last = db.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
-            prev = AUDIT_GENESIS if last is None else str(last["hash"])
-            db.execute("INSERT INTO audit (at, who, action, prev, hash) VALUES (?,?,?,?,?)",
-                       (at, who, action, prev, audit_hash(prev, at, who, action)))
+            append_audit(db, who, action, time.time() if at is None else at)
 
     def verify_audit(self) -> tuple[int, str | None]:
         """Recompute the audit chain: (rows checked, the first broken row's description, or None)."""
@@ -376,11 +428,7 @@ class Store:
 
     @staticmethod
     def _enqueue(db: sqlite3.Connection, messages: Iterable[OutboxMessage]) -> None:
-        now = time.time()
-        db.executemany(
-            "INSERT INTO outbox (msg_id, topic, payload, created_at) VALUES (?,?,?,?)",
-            [(msg.msg_id, msg.topic, msg.payload, now) for msg in messages],
-        )
+        append_outbox(db, messages)
 
     def outbox_batch(self, limit: int = 100, after_seq: int = 0) -> list[OutboxMessage]:
         rows = self.db.execute(
@@ -401,6 +449,28 @@ class Store:
 
 
 AUDIT_GENESIS = "0" * 64
+
+
+def append_outbox(db: sqlite3.Connection, messages: Iterable[OutboxMessage]) -> None:
+    """Queue messages inside the caller's transaction, so they are stored with what they announce or not
+    at all (a duplicate msg_id raises sqlite3.IntegrityError and the caller's transaction rolls back)."""
+    now = time.time()
+    db.executemany(
+        "INSERT INTO outbox (msg_id, topic, payload, created_at) VALUES (?,?,?,?)",
+        [(msg.msg_id, msg.topic, msg.payload, now) for msg in messages],
+    )
+
+
+def append_audit(db: sqlite3.Connection, who: str, action: str, at: float) -> None:
+    """Append one row to the audit chain inside the caller's write transaction (BEGIN IMMEDIATE, as
+    `Store.transaction` opens it): the last hash is read under the write lock, so the chain stays one
+    chain, and the row is stored or rolled back with whatever else the transaction writes."""
+    if not db.in_transaction:
+        raise RuntimeError("append_audit needs an open write transaction (Store.transaction())")
+    last = db.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+    prev = AUDIT_GENESIS if last is None else str(last[0])
+    db.execute("INSERT INTO audit (at, who, action, prev, hash) VALUES (?,?,?,?,?)",
+               (at, who, action, prev, audit_hash(prev, at, who, action)))
 
 
 def audit_hash(prev: str, at: float, who: str, action: str) -> str:
