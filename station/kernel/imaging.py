@@ -9,6 +9,7 @@ header and refuses decompression bombs *before* decoding, and turns every failur
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -248,13 +249,13 @@ def _dual_energy_tiff(p: Path, data: bytes, pages: list[tuple[int, int]]) -> Loa
     return LoadedImage(str(p), high, "dual-energy", high, low)
 
 
-_ORGANIC, _MIXED, _METAL = (np.array(c, np.float32) for c in ((0, 140, 255), (40, 180, 0), (255, 90, 0)))
+_PALETTE = np.array([(0, 140, 255), (40, 180, 0), (255, 90, 0)], np.float32)  # organic, mixed, metal (BGR)
 
 
-def render_material(high: np.ndarray, low: np.ndarray) -> np.ndarray:
-    """Operators' pseudo-colour (BGR uint8): orange organic, green mixed / light metal, blue
-    metal, black impenetrable, from the ratio of low- to high-energy attenuation; the thicker
-    the object, the deeper and darker the colour; air stays white."""
+def material_classes(high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(th, mixed, metal)``: the high plane's transmission (float32, 1e-5..1) and the masks of
+    mixed / light metal and of metal, from the ratio of low- to high-energy attenuation; every
+    other pixel is organic (or air). The one classification that rendering and stripping share."""
     th = np.clip(high.astype(np.float32) / 65535.0, 1e-5, 1.0)
     tl = np.clip(low.astype(np.float32) / 65535.0, 1e-5, 1.0)
     ah = cv2.GaussianBlur(-np.log(th), (0, 0), 1.0)
@@ -263,12 +264,40 @@ def render_material(high: np.ndarray, low: np.ndarray) -> np.ndarray:
     saturated_low = tl < 2e-3  # low plane at the noise floor: the ratio understates metal
     metal = (ratio >= 3.6) | (saturated_low & (th > 0.01))
     mixed = ~metal & (ratio >= 2.0)
-    colour = np.where(metal[..., None], _METAL, np.where(mixed[..., None], _MIXED, _ORGANIC))
+    return th, mixed, metal
+
+
+@functools.cache  # two threads may both build it on the first render: the same table, so harmless
+def _material_table() -> np.ndarray:
+    """Every colour :func:`material_colours` can give, row ``65536 * class + high`` (class 0
+    organic, 1 mixed, 2 metal): the colour depends on nothing else, so 3 x 65536 rows computed
+    once replace the float arithmetic on every pixel. The formula, in float32 as it always was:
+    the thicker the object, the more of its colour and the darker; what lets less than 1 %
+    through is black (impenetrable: the operator must open it)."""
+    th = np.clip(np.arange(65536, dtype=np.float32) / 65535.0, 1e-5, 1.0)
     amount = np.clip((1.0 - th) * 3.0, 0.0, 1.0)[..., None]
     shade = np.clip(np.power(th, 0.35) * 1.2, 0.25, 1.0)[..., None]
-    out: np.ndarray = 255.0 * (1.0 - amount) + colour * amount * shade
-    out[th < 0.01] = 0.0  # impenetrable: the operator must open it
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    out: np.ndarray = 255.0 * (1.0 - amount) + _PALETTE[:, None, :] * amount * shade
+    out[:, th < 0.01] = 0.0
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8).reshape(-1, 3)
+
+
+def material_colours(high: np.ndarray, mixed: np.ndarray, metal: np.ndarray) -> np.ndarray:
+    """:func:`render_material` of the uint16 plane ``high`` from the masks that
+    :func:`material_classes` made of it, bit for bit; a new BGR uint8 array the caller may write to."""
+    row = np.left_shift(metal, 17, dtype=np.int32)  # 2 * 65536 for metal (mixed excludes metal)
+    row |= np.left_shift(mixed, 16, dtype=np.int32)
+    row |= high
+    colours: np.ndarray = np.take(_material_table(), row, axis=0)  # take: 2.5x faster than indexing
+    return colours
+
+
+def render_material(high: np.ndarray, low: np.ndarray) -> np.ndarray:
+    """Operators' pseudo-colour (BGR uint8): orange organic, green mixed / light metal, blue
+    metal, black impenetrable, from the ratio of low- to high-energy attenuation; the thicker
+    the object, the deeper and darker the colour; air stays white."""
+    _, mixed, metal = material_classes(high, low)
+    return material_colours(high, mixed, metal)
 
 
 def render_scan(image: LoadedImage,
