@@ -13,6 +13,7 @@ import logging
 import math
 import re
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -23,6 +24,7 @@ from drivers.serial_port import DropOldestQueue, SerialLinkError, SerialPort
 log = logging.getLogger(__name__)
 
 NOREAD = "NOREAD"
+RECENT = 50  # lines kept for the technician's tail
 MAX_LINE = 128  # bytes; no symbology the lane reads comes close
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 
@@ -71,6 +73,8 @@ class BarcodeReader:
         self._last_success: float | None = None
         self._last_error_at = -math.inf
         self._task: asyncio.Task[None] | None = None
+        # The last lines read and the noise between them, for a technician: (time.time(), kind, text)
+        self.recent: deque[tuple[float, str, str]] = deque(maxlen=RECENT)
 
     async def __aenter__(self) -> BarcodeReader:
         await self._port.__aenter__()
@@ -140,6 +144,7 @@ class BarcodeReader:
             self._error("garbage", f"non-printable bytes in {text[:40]!r}")
             return None
         self._last_success = time.time()
+        self.recent.append((self._last_success, "read", text.decode("ascii")))
         if text == NOREAD.encode():
             self._no_reads += 1
             return BarcodeRead(None, t)
@@ -149,6 +154,7 @@ class BarcodeReader:
     def _error(self, kind: str, detail: str) -> None:
         self._errors[kind] = self._errors.get(kind, 0) + 1
         self._last_error_at = time.monotonic()
+        self.recent.append((time.time(), "noise", detail[:120]))
         log.debug("%s %s: %s", self.name, self.path, detail)
 
     async def _read_loop(self) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -18,6 +19,8 @@ from drivers.health import DeviceHealth, HealthState
 from drivers.scanner_events import ScannerEvent, parse_event
 from drivers.scanner_protocol import MAX_SEQ, PROTOCOL_VERSION, Decoder, Frame, FrameError, encode
 from drivers.serial_port import DropOldestQueue, SerialLinkError, SerialPort
+
+RECENT = 50  # frames kept for the technician's tail
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +100,8 @@ class Scanner:
         self._unknown = 0
         self._timeouts = 0
         self._tasks: list[asyncio.Task[None]] = []
+        # The last frames decoded and the noise between them, for a technician: (time.time(), kind, text)
+        self.recent: deque[tuple[float, str, str]] = deque(maxlen=RECENT)
 
     async def __aenter__(self) -> Scanner:
         await self._port.__aenter__()
@@ -274,6 +279,7 @@ class Scanner:
                     self._dispatch(item, t)
 
     def _dispatch(self, frame: Frame, t: float) -> None:
+        self.recent.append((time.time(), frame.type, " ".join(f"{k}={v}" for k, v in frame.fields.items())[:120]))
         if frame.type in ("OK", "ERR"):
             future = self._pending.get(frame.seq)
             if future is None or future.done():
@@ -298,6 +304,7 @@ class Scanner:
 
     def _note_error(self, kind: str, detail: str) -> None:
         self._last_error_at = time.monotonic()
+        self.recent.append((time.time(), "noise" if kind in ("checksum", "syntax") else kind, detail[:120]))
         log.debug("%s %s: %s frame error: %s", self.name, self.path, kind, detail)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:

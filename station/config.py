@@ -155,8 +155,24 @@ class MqttSection(Section):
 
 
 class WebSection(Section):
-    host: str = Field("127.0.0.1", description="Console bind address (the console is not served yet).")
-    port: int = Field(8080, ge=1, le=65535)
+    """The operator console the daemon serves (station/console/)."""
+
+    enabled: bool = Field(True, description="Serve the console.")
+    host: str = Field("127.0.0.1", min_length=1,
+                      description="Bind address; 127.0.0.1 keeps it on this box (use TLS before binding wider).")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port; 0 picks a free one (tests).")
+    tls_cert: Path | None = Field(None, description="PEM certificate (chain) for HTTPS; with tls_key.")
+    tls_key: Path | None = Field(None, description="PEM private key for HTTPS; with tls_cert.")
+    session_hours: float = Field(8.0, gt=0, le=24, description="A login lasts at most this long (one shift).")
+    idle_minutes: float = Field(30.0, gt=0, le=24 * 60, description="A login unused this long ends.")
+    login_attempts: int = Field(5, ge=1, le=100,
+                                description="Failed logins allowed per account and per address in 5 minutes.")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> WebSection:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both, or neither")
+        return self
 
 
 class SimulatorSection(Section):
@@ -243,6 +259,9 @@ def parse_config(raw: dict[str, Any], source: str = "<config>", text: str = "") 
         here = Path(source).parent
         rules = {key: here / value for key, value in config.rules if value is not None and not value.is_absolute()}
         config = config.model_copy(update={"rules": config.rules.model_copy(update=rules)})
+        tls = {key: here / value for key, value in config.web if key.startswith("tls_")
+               and isinstance(value, Path) and not value.is_absolute()}
+        config = config.model_copy(update={"web": config.web.model_copy(update=tls)})
         if config.model.path is not None and not config.model.path.is_absolute():
             config = config.model_copy(
                 update={"model": config.model.model_copy(update={"path": here / config.model.path})})

@@ -20,6 +20,7 @@ import os
 import pwd
 import socket
 import struct
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from drivers.plc import PlcError
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 LANE_ACTIONS = ("start", "stop", "reset", "maintenance")
 MODEL_ACTIONS = ("model-status", "model-load", "model-rollback")
 ALARM_ACTIONS = ("alarm-ack", "alarm-clear")
-ACTIONS = ("status", *LANE_ACTIONS, *ALARM_ACTIONS, *MODEL_ACTIONS, "plc-write", "ead-imported")
+ACTIONS = ("status", *LANE_ACTIONS, *ALARM_ACTIONS, *MODEL_ACTIONS, "plc-write", "scanner-selftest", "ead-imported")
 GOODS_OUTPUTS = ("gate_clear", "gate_clear_until_mm", "belt_run", "belt_speed_sp")  # a write here moves mail
 
 
@@ -65,10 +66,12 @@ def os_user() -> str:
 class ControlServer:
     """Async context manager serving the control socket for one runtime."""
 
-    def __init__(self, runtime: LaneRuntime, models: ModelSwitch, path: Path) -> None:
+    def __init__(self, runtime: LaneRuntime, models: ModelSwitch, path: Path,
+                 selftest: Callable[[], Awaitable[dict[str, str]]] | None = None) -> None:
         self.runtime = runtime
         self.models = models
         self.path = path
+        self.selftest = selftest  # the scanner's SELFTEST command, through the running station's driver
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> ControlServer:
@@ -106,6 +109,8 @@ class ControlServer:
             return {"ok": error is None, **({"error": error} if error else {}), **self.status()}
         if action == "plc-write":
             return await self._plc_write(request, who)
+        if action == "scanner-selftest":
+            return await self._selftest(who)
         if action == "ead-imported":
             since = request.get("since")
             if not isinstance(since, (int, float)):
@@ -138,6 +143,22 @@ class ControlServer:
         except PlcError as err:
             return {"ok": False, "error": f"wrote {name}={value} but could not read it back: {err}"}
         return {"ok": True, "written": {name: value}, "read_back": back}
+
+    async def _selftest(self, who: str) -> dict[str, object]:
+        """The scanner's self-test: it cannot scan meanwhile, so only on a lane whose belt is not running."""
+        state = self.runtime.core.state
+        if self.selftest is None:
+            return {"ok": False, "error": "this station has no scanner self-test"}
+        if state is LaneState.RUNNING:
+            self.runtime.audit(who, "scanner self-test refused: lane RUNNING")
+            return {"ok": False, "error": "the scanner cannot self-test while the belt runs: stop the lane first"}
+        self.runtime.audit(who, f"scanner self-test (lane {state.value})")
+        try:
+            fields = await self.selftest()
+        except Exception as err:  # the driver's errors (timeout, rejected, no link) all say what happened
+            return {"ok": False, "error": f"self-test: {err}"}
+        passed = fields.get("result") == "pass"
+        return {"ok": passed, "result": fields, **({} if passed else {"error": f"self-test result: {fields}"})}
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -51,6 +51,11 @@ class Topics:
         return f"{self.root}/items/alert"
 
     @property
+    def verdict(self) -> str:
+        """An operator's verdict on an INSPECT item, from the console (QoS 1, like every message)."""
+        return f"{self.root}/items/verdict"
+
+    @property
     def ead_records(self) -> str:
         return f"ead/v1/{self.site}/records"
 

@@ -359,9 +359,11 @@ class LaneRuntime:
     def build_status(self, seq: int) -> LaneStatus:
         core, pos = self.core, self.core.position_mm
         reason = core.fault or core.why_not_running()
+        wall = time.time() - time.monotonic()  # the core's times are the loop's monotonic clock
         on_belt = tuple(OnBelt(t.track_id, t.item_id, None if pos is None else round(t.lead(pos), 1),
                                t.decision.decision if t.decision else None, t.clear_on_gate or t.armed_with is not None,
-                               tuple(dict.fromkeys(r.code for r in t.problems)))
+                               tuple(dict.fromkeys(r.code for r in t.problems)),
+                               None if t.decided_t is None or t.decision is None else round(wall + t.decided_t, 3))
                         for t in core.tracks)
         unseen = sum(z.length_mm for z in core.blind if z.length_mm != float("inf"))
         return LaneStatus(seq, time.time(), self.topics.site, self.topics.lane, core.state.value, reason,

@@ -48,6 +48,7 @@ class OnBelt:
     decision: str | None  # CLEAR | INSPECT | None (not decided yet)
     armed: bool  # the gate carries its CLEAR
     problems: tuple[str, ...]  # reason codes that will send it to INSPECT
+    decided_at: float | None = None  # time.time() of its decision
 
 
 @dataclass(frozen=True)
