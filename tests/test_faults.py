@@ -91,6 +91,11 @@ def run(tmp_path: Path, control: Callable[[Lane], Awaitable[None]], cfg: Config 
     that a model miss does not explain."""
     async def control_then_settle(lane: Lane) -> None:
         await control(lane)
+        if lane.runtime.core.state in (LaneState.RUNNING, LaneState.PAUSED):
+            # As an operator ends a shift: the belt stops first, so that no item falls into a bin while the
+            # station shuts down (it would be in a bin with no record, as if the station had lost it).
+            operator(lane, "stop")
+            await until(lambda: not lane.sim.belt.running, why="the belt stopped")  # type: ignore[union-attr]
         await recorded(lane)
 
     result = asyncio.run(run_simulated(cfg or config(tmp_path), control=control_then_settle,
