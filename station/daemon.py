@@ -22,6 +22,8 @@ from drivers.plc import FaultCode, Plc
 from drivers.profile import load_profile
 from drivers.scanner import Scanner
 from station.config import Config
+from station.console.app import Console
+from station.console.server import LaneAccess, bind, serve, url_of
 from station.control import ControlServer, socket_path
 from station.ead.record import BadLine, EadRecord
 from station.ead_quality import publish_quality
@@ -99,6 +101,7 @@ class Lane:
     barcode: BarcodeReader
     models: ModelSwitch
     sim: Any  # Endpoints.handle: the simulator, on a simulated lane
+    console_url: str | None = None  # where the operator console is served, if it is
 
 
 Control = Callable[[Lane], Awaitable[None]]
@@ -118,6 +121,9 @@ async def run_station(config: Config, *, lane: OpenLane | None = None, control: 
     result = RunResult(store_path=data_dir / "station.db", started=started, started_at=time.time())
     async with AsyncExitStack() as stack:
         stack.enter_context(DataDirLock(data_dir))  # first: a second station on this folder touches nothing
+        web_socket = bind(config.web, any_port=lane is not None) if config.web.enabled else None
+        if web_socket is not None:
+            stack.callback(web_socket.close)
         store = stack.enter_context(Store(result.store_path))  # the loop's reader
         runtime: LaneRuntime | None = None
         full: list[tuple[bool, str]] = []  # what the writer reported before the runtime could hear it
@@ -166,7 +172,24 @@ async def run_station(config: Config, *, lane: OpenLane | None = None, control: 
         central.subscriptions[topics.ead_records] = runtime.ead_message
         central.on_handler_error = lambda topic, detail: runtime.dispatch_alarm("INBOUND_ERROR", f"{topic}: {detail}")
         models = ModelSwitch(worker, runtime, threads=config.model.threads, why_none=why)
-        await stack.enter_async_context(ControlServer(runtime, models, socket_path(data_dir)))
+        async def selftest() -> dict[str, str]:
+            return dict((await scanner.command("SELFTEST", timeout=10.0)).fields)
+
+        control_server = await stack.enter_async_context(
+            ControlServer(runtime, models, socket_path(data_dir), selftest=selftest))
+        console, console_url = None, None
+        if web_socket is not None:
+            access = LaneAccess(
+                board=runtime.board, control=control_server, writer=writer, topics=topics, lane=config.lane,
+                notify=central.notify, registers=lambda: plc.latest.values if plc.latest else {},
+                frames=lambda: {"scanner": list(scanner.recent), "barcode": list(barcode.recent)},
+                threat_classes=lambda: tuple(worker.detector.manifest.threat_classes) if worker.detector else ())
+            console = Console(access, result.store_path, data_dir / "images", session_hours=config.web.session_hours,
+                              idle_minutes=config.web.idle_minutes, login_attempts=config.web.login_attempts,
+                              secure_cookies=config.web.tls_cert is not None)
+            stack.callback(console.close)
+            console_url = url_of(config.web, web_socket)
+            log.info("operator console at %s", console_url)
         log.info("station %s/%s: model %s", topics.site, topics.lane,
                  detector.manifest.name if detector else f"none ({why})")
         # Everything made so far (the model, the libraries, the configuration) lives as long as the run:
@@ -181,12 +204,14 @@ async def run_station(config: Config, *, lane: OpenLane | None = None, control: 
                             publish_quality(result.store_path, writer, topics.ead_quality,
                                             config.mqtt.ead_quality_interval_s, central.notify)):
                     tasks.create_task(job)
+                if console is not None and web_socket is not None:
+                    tasks.create_task(serve(console.app, web_socket, config.web))
                 if lane is not None or config.lane.auto_start:
                     # A simulated central feed starts with the belt: let the station subscribe first.
                     feed_first = lane is not None and where.central_feed
                     tasks.create_task(_start_when_ready(runtime, result, central if feed_first else None))
                 if control is not None:
-                    await control(Lane(runtime, store, central, scanner, barcode, models, sim))
+                    await control(Lane(runtime, store, central, scanner, barcode, models, sim, console_url))
                     await runtime.writes_done()  # the belt's last stop reaches the PLC before we go
                 else:
                     await asyncio.Event().wait()  # until cancelled (Ctrl-C)
@@ -195,6 +220,9 @@ async def run_station(config: Config, *, lane: OpenLane | None = None, control: 
                 raise StopRun
         except* StopRun:
             pass
+        finally:
+            if console is not None:
+                console.changes.close()
         await writer.drained()
         result.status = runtime.publish_status()
         result.alarms = dict(runtime.alarms)

@@ -135,8 +135,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("station.risk", "station.rules", "station.lane.messages", "station.lane.position", "station.lane.track",
      "station.lane.gate", "station.lane.core", "station.lane.status", "station.lane"),
     ("station.store", "station.writer", "station.summary", "station.inference", "station.mqtt_link",
-     "station.intake", "station.ead_quality", "station.lane.recorder", "station.accounts"),
-    ("station.lane.runtime", "station.model_swap", "station.control"),
+     "station.intake", "station.ead_quality", "station.lane.recorder", "station.accounts", "station.reviews"),
+    ("station.lane.runtime", "station.model_swap", "station.control", "station.console"),
     ("station.daemon", "station.preflight"),
     ("station.cli",),
 ]

@@ -74,6 +74,7 @@ def _run(args: argparse.Namespace) -> int:
     if faults is None:
         return USAGE
 
+    from station.console.server import ConsoleError
     from station.lock import DataDirLocked
     from station.preflight import check
 
@@ -86,7 +87,7 @@ def _run(args: argparse.Namespace) -> int:
     ending = Ending()
     try:
         result = asyncio.run(_run_lane(args, config, faults, ending))
-    except DataDirLocked as err:
+    except (DataDirLocked, ConsoleError) as err:
         print(f"error: {err}", file=sys.stderr)
         return USAGE
     if result is None:
@@ -136,6 +137,9 @@ async def _run_lane(args: argparse.Namespace, config: Any, faults: Sequence[Faul
 
             ends += [asyncio.ensure_future(_done(stop_after(lane, args.items), ending, "all items routed")),
                      asyncio.ensure_future(_latched(lane, ending))]
+        if lane.console_url:
+            print(f"operator console: {lane.console_url}  (accounts: station user add NAME --role operator)",
+                  file=sys.stderr, flush=True)
         progress = asyncio.ensure_future(_progress(lane)) if sys.stderr.isatty() else None
         try:
             await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)

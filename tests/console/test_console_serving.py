@@ -1,0 +1,58 @@
+"""Where and how the console is served: HTTPS with the site's certificate, and a port already taken."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from station.config import WebSection
+from station.console.server import ConsoleError, bind
+from tests.conftest import MOSQUITTO, Broker, broker_config, free_port
+from tests.console.conftest import csrf_of, start_station, stop_station
+
+
+def test_a_port_in_use_stops_a_real_station_with_the_address_and_the_simulated_lane_takes_another() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(ConsoleError, match=rf"\[web\] 127.0.0.1:{port}: cannot listen"):
+            bind(WebSection(port=port))
+        with bind(WebSection(port=port), any_port=True) as other:
+            assert other.getsockname()[1] not in (port, 0)
+
+
+@pytest.mark.slow
+def test_the_console_over_https_with_the_sites_certificate(tmp_path: Path) -> None:
+    if MOSQUITTO is None:
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto; .ci/run installs it)")
+    cert, key = tmp_path / "console.pem", tmp_path / "console.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=lane-1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    port = free_port()
+    (tmp_path / "mosquitto.conf").write_text(broker_config(port, tmp_path))
+    broker = Broker("127.0.0.1", port, None, tmp_path / "mosquitto.conf")
+    broker.start()
+    try:
+        station = start_station(tmp_path, broker, web={"tls_cert": str(cert), "tls_key": str(key)})
+        try:
+            assert station.url.startswith("https://127.0.0.1:")
+            site_ca = ssl.create_default_context(cafile=str(cert))
+            with httpx.Client(base_url=station.url, verify=site_ca, follow_redirects=False) as client:
+                page = client.get("/login")
+                assert page.status_code == 200
+                done = client.post("/login", data={"name": "alice", "password": "mint-tea-0001",
+                                                   "csrf": csrf_of(page.text)})
+                assert done.status_code == 303 and "secure" in done.headers["set-cookie"].lower()
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                httpx.get(station.url + "/login")  # the system's CAs do not know the site's certificate
+            with pytest.raises(httpx.HTTPError):
+                httpx.get(station.url.replace("https", "http") + "/login")  # no plain HTTP beside it
+        finally:
+            assert stop_station(station) == 0
+    finally:
+        broker.stop()
