@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -50,10 +51,11 @@ class ImageService:
     def _start() -> ProcessPoolExecutor:
         """The worker, from a fork server made now, at the start: the daemon (hundreds of MB with the model
         loaded) never forks again while the lane runs, since a fork of it stalls its loop for 100 ms and more.
-        A worker that dies is replaced from the fork server, which is small."""
+        A worker that dies is replaced from the fork server, which is small. The worker ends with the daemon
+        (render_worker.start), and the fork server with its last worker."""
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["station.console.render_worker"])
-        pool = ProcessPoolExecutor(1, mp_context=context, initializer=render_worker.start)
+        pool = ProcessPoolExecutor(1, mp_context=context, initializer=render_worker.start, initargs=(os.getpid(),))
         pool.submit(int)  # the fork server and the worker start now, beside the lane's own start
         return pool
 
@@ -81,8 +83,7 @@ class ImageService:
             return await asyncio.get_running_loop().run_in_executor(self._pool, job, *args)
         except BrokenProcessPool as err:  # the worker died (killed, out of memory): a new one, for the next image
             log.error("console render worker died (%s); starting another", err)
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver"),
-                                             initializer=render_worker.start)
+            self._pool = self._start()
             raise HTTPException(503, "the image renderer restarted: ask again") from err
 
     async def info(self, stored: str | None) -> ScanInfo | None:

@@ -8,6 +8,8 @@ starts.
 from __future__ import annotations
 
 import os
+import select
+import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
@@ -19,11 +21,23 @@ WORKER_NICE = 10  # the lane's own processes and threads come first
 _LOADED: OrderedDict[tuple[str, int, int], LoadedImage] = OrderedDict()
 
 
-def start() -> None:
+def start(daemon_pid: int) -> None:
+    """The worker's first act: lower its priority, and end with the daemon (however the daemon ends: a
+    kill -9 gives multiprocessing no chance to stop it, and it would wait on its queue for ever)."""
     os.nice(WORKER_NICE)
+    try:
+        daemon = os.pidfd_open(daemon_pid)
+    except ProcessLookupError:
+        os._exit(0)
+    threading.Thread(target=_end_with, args=(daemon,), name="render-worker-watch", daemon=True).start()
     import cv2
 
     cv2.setNumThreads(1)  # one core at most: the other is the lane's
+
+
+def _end_with(daemon: int) -> None:
+    select.select([daemon], [], [])  # a process's pidfd is readable once it has ended
+    os._exit(0)
 
 
 def _load(path: str, stamp: tuple[int, int]) -> LoadedImage:

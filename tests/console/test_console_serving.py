@@ -13,7 +13,7 @@ import pytest
 from station.config import WebSection
 from station.console.server import ConsoleError, bind
 from tests.conftest import MOSQUITTO, Broker, broker_config, free_port
-from tests.console.conftest import csrf_of, start_station, stop_station
+from tests.console.conftest import csrf_of, start_station, stop_station, wait_until
 
 
 def test_a_port_in_use_stops_a_real_station_with_the_address_and_the_simulated_lane_takes_another() -> None:
@@ -54,5 +54,49 @@ def test_the_console_over_https_with_the_sites_certificate(tmp_path: Path) -> No
                 httpx.get(station.url.replace("https", "http") + "/login")  # no plain HTTP beside it
         finally:
             assert stop_station(station) == 0
+    finally:
+        broker.stop()
+
+
+def descendants(pid: int) -> set[int]:
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+    found, grew = {pid}, True
+    while grew:
+        more = {child for child, parent in parents.items() if parent in found} - found
+        found, grew = found | more, bool(more)
+    return found - {pid}
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_a_killed_station_leaves_no_render_worker_behind(tmp_path: Path) -> None:
+    """kill -9 of the daemon: its render worker and fork server end too, not wait on a queue for ever."""
+    if MOSQUITTO is None:
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto; .ci/run installs it)")
+    port = free_port()
+    (tmp_path / "mosquitto.conf").write_text(broker_config(port, tmp_path))
+    broker = Broker("127.0.0.1", port, None, tmp_path / "mosquitto.conf")
+    broker.start()
+    try:
+        station = start_station(tmp_path, broker)
+        def console_processes() -> set[int]:
+            return {p for p in descendants(station.process.pid)
+                    if b"forkserver" in Path(f"/proc/{p}/cmdline").read_bytes()}
+        workers = wait_until("the render worker and its fork server", lambda: len(console_processes()) >= 2, 30)
+        workers = console_processes()
+        station.process.kill()
+        station.process.wait(timeout=10)
+        wait_until("the console's processes gone with the station", lambda: not any(alive(p) for p in workers), 10)
     finally:
         broker.stop()
