@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from simulator.faults import Fault
 from station.daemon import Lane
 from station.lane.core import LaneState
@@ -143,10 +141,6 @@ def test_writes_that_land_late_never_carry_a_clear_to_another_item(tmp_path: Pat
     assert seen["late"] > 0, "the late writes were noticed"  # type: ignore[operator]
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known defect, fix in progress: when the entry eye sees the gap before the second close item and not the one "
-    "after, and the gate eye the other way round (about half the runs: the poll phase), the core takes the pair for "
-    "a jam and stops the belt (fail-safe: INSPECT, nothing misrouted); the closing note of issue 15 says more"))
 def test_items_closer_than_the_gate_can_separate_both_go_to_inspect(tmp_path: Path) -> None:
     seen: dict[str, object] = {}
 

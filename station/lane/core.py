@@ -5,7 +5,10 @@ barcode and the scan that belong to it, asks for inference and EAD, decides, and
 for the item that reaches it next. Nothing here awaits, reads a clock or touches I/O.
 
 Guarantees (each is tested, against the simulator's ground truth as well as the core's own state):
-- every tracked item that reaches the gate is reported exactly once (`ItemRouted`), in belt order;
+- every tracked item that reaches the gate is reported exactly once (`ItemRouted`), in belt order; items
+  closer than a poll's travel may show the gate eye fewer or more edges than the entry eye: one that
+  arrives with no edge of its own is reported arrived (INSPECT, ITEMS_TOO_CLOSE), not missing, and a
+  companion's own edge is not taken for an untracked item;
 - the gate is armed CLEAR only for the next item to reach it, once the item before has passed the
   gate by its whole length (as the entry eye measured it), only when the station saw that item
   from the entry eye on (no stretch of belt the station could not see lies ahead of it), the item's
@@ -81,6 +84,16 @@ class LaneCore:
         self._blind_from: float | None = None  # the PLC link was lost at this position
         self._at_gate: Track | None = None  # passed the gate eye; where it went is read from the next poll
         self._gate_busy_to_mm = -math.inf  # the last item to reach the gate has passed it by this position
+        # The last item to reach the gate eye, while every poll since has read the eye blocked (None once one
+        # reads it clear): an item close behind it may arrive with no edge of its own (`_arrived_without_edge`).
+        self._in_gate: Track | None = None
+        # Companions recorded with the last item routed at the gate eye, where it went: one may yet reach the
+        # eye on its own, its gap to that item unseen at the entry eye but seen there, until the item's extent
+        # has passed the gate (`_companions_until_mm`). Where it went is checked at the next poll.
+        self._companions: list[Track] = []
+        self._companions_routed = "INSPECT"
+        self._companions_until_mm = -math.inf
+        self._companion_at_gate: Track | None = None
         self._snapshot_t = 0.0  # when self.values were polled
         self._moved_mm = 0.0  # belt run between the last two polls
         self._next_id = 1
@@ -167,6 +180,9 @@ class LaneCore:
         self.values, self._snapshot_t, self.plc_up = now, snap.t, True
         if self._at_gate is not None:
             self._confirm_route(self._at_gate, unseen=self._blind_from is not None or jumped, out=out)
+        if self._companion_at_gate is not None and self._blind_from is None and not jumped:
+            self._check_companion(self._companion_at_gate, out)
+        self._companion_at_gate = None
         if first:
             self._unseen(pos - self.lane.gate_mm - self.lane.max_item_mm, pos,
                          "the station started with what is on the belt unknown", now, out)
@@ -190,7 +206,7 @@ class LaneCore:
             if self._blind_from is not None:  # the jump was found as the link came back
                 self._blind_from = None
                 out.append(m.SetHeartbeat(True))
-            before = now
+            before, self._in_gate = now, None
         elif self._blind_from is not None or step > self.lane.read_window_mm:
             # The station could not see the belt (the link was lost, or polls stalled): what reached the gate
             # went where it did not see, and what passed the entry eye is unknown.
@@ -205,7 +221,7 @@ class LaneCore:
             if self._blind_from is not None:
                 self._blind_from = None
                 out.append(m.SetHeartbeat(True))  # the belt stays stopped (the PLC dropped belt_run) until a start
-            before = now  # what happened while we could not see is not a set of edges
+            before, self._in_gate = now, None  # what happened while we could not see is not a set of edges
 
         def rose(name: str) -> bool:
             return bool(now.get(name)) and not bool(before.get(name, False))
@@ -227,6 +243,10 @@ class LaneCore:
             self._new_track(previous, pos - previous, out)
         if rose("gate_eye"):
             self._route(snap.t, pos, out)
+        elif now.get("gate_eye"):
+            self._arrived_without_edge(snap.t, pos, out)
+        else:
+            self._in_gate = None
         if before and "weight_seq" in now and now["weight_seq"] != before.get("weight_seq"):
             self._on_weighed(float(now["weight_g"]) / 1000.0, pos, out)
 
@@ -300,6 +320,12 @@ class LaneCore:
         """The gate eye saw an item arrive: the gate has routed it by the output it had at that moment."""
         head = self._arriving(pos, t, out)
         self.gate.passed(head, t, out)
+        companion = None if head is not None else self._companion_arriving(pos)
+        if companion is not None:  # recorded already; inside the extent of the item before, the gate held for it
+            self._in_gate = companion
+            if "gate_position_clear" in self.values:
+                self._companion_at_gate = companion
+            return
         if head is None:
             head = self._unplaced_arriving(pos)
         if head is None:
@@ -310,13 +336,18 @@ class LaneCore:
             why = f"an item reached the gate that was not tracked{f': {unseen.why}' if unseen else ''}"
             head.problems.append(Reason("UNTRACKED_ITEM", why))
             out.append(m.Alarm("UNTRACKED_ITEM", why))
-        if head.decision is None or head.problems:
-            self._decide_now(head, t)
         # Until its tail has passed, the gate is not switched for the next item: what the entry eye saw as
         # one item may reach the gate eye as several (a gap shorter than a poll), and a CLEAR armed in such
         # a gap would go to the one behind. An item of unknown length holds the gate for the longest one.
-        extent = head.length_mm if head.length_mm is not None else self.lane.max_item_mm
-        self._gate_busy_to_mm = max(self._gate_busy_to_mm, pos + extent + MATCH_SLACK_MM)
+        self._reached_gate(head, t, pos, head.length_mm if head.length_mm is not None else self.lane.max_item_mm, out)
+
+    def _reached_gate(self, head: Track, t: float, pos: float, extent_mm: float, out: list[m.Command]) -> None:
+        """`head` has reached the gate: hold the gate for its extent (`extent_mm`) and record it with where
+        the diverter sent it."""
+        if head.decision is None or head.problems:
+            self._decide_now(head, t)
+        self._gate_busy_to_mm = max(self._gate_busy_to_mm, pos + extent_mm + MATCH_SLACK_MM)
+        self._in_gate, self._companions = head, []
         if "gate_position_clear" in self.values:
             # The diverter reports where the item went, but a poll of several requests is not one PLC scan:
             # the gate eye may be read after the scan that routed the item and the diverter before it. The
@@ -351,6 +382,40 @@ class LaneCore:
             return self.tracks.pop(0) if lead <= gate + self.lane.read_window_mm else None
         return None
 
+    def _arrived_without_edge(self, t: float, pos: float, out: list[m.Command]) -> None:
+        """The gate eye has read blocked at every poll since the last item reached it, and the next track's
+        lead has passed the gate by now even if it entered as late as it can have: it came with no gap the eye
+        could see (shorter than the belt runs between two polls), so it has no edge of its own. The item
+        before it has passed the gate by then (its length, as the entry eye measured it, is the longest it
+        can be), so what blocks the eye is this one. The gate could not route the two apart: INSPECT."""
+        last = self._in_gate
+        if last is None or not self.tracks or self._at_gate is not None:
+            return
+        head = self.tracks[0]
+        if head.lead(pos) - head.entry_err_mm < self.lane.gate_mm + MATCH_SLACK_MM:
+            return
+        if last.length_mm is None and last.inside_of is None and pos < self._gate_busy_to_mm - MATCH_SLACK_MM:
+            return  # an item of unknown length (untracked) may be what still blocks the eye
+        self.tracks.pop(0)
+        self.gate.passed(head, t, out)
+        detail = "reached the gate with no gap the gate eye could see after the item before it"
+        if head.add_problem("ITEMS_TOO_CLOSE", detail):
+            out.append(m.Alarm("ITEMS_TOO_CLOSE", f"track {head.track_id}: {detail}"))
+        self._reached_gate(head, t, pos, head.length_mm if head.length_mm is not None else self.lane.max_item_mm, out)
+
+    def _companion_arriving(self, pos: float) -> Track | None:
+        """A companion of the last item routed, reaching the gate eye on its own inside that item's extent:
+        the gap between the two, unseen at the entry eye, was seen here. Not an untracked item."""
+        return self._companions.pop(0) if self._companions and pos <= self._companions_until_mm else None
+
+    def _check_companion(self, companion: Track, out: list[m.Command]) -> None:
+        """Where the diverter sent a companion that reached the gate eye on its own. Its record, written with
+        the item it touches, says where that item went: the gate is held at INSPECT over the item's whole
+        extent, so only a CLEAR the station did not write (a GATE_MISMATCH) can send it elsewhere."""
+        if self.values.get("gate_position_clear") and self._companions_routed != "CLEAR":
+            out.append(m.Alarm("MISROUTED", f"track {companion.track_id} ({companion.scan_id or companion.barcode}), "
+                               f"recorded INSPECT with track {companion.inside_of}: the gate sent it to CLEAR"))
+
     def _unplaced_arriving(self, pos: float) -> Track | None:
         """An item read while the station was blind, whose guessed place fits the untracked item now at the
         gate: the reads were this item's (its record keeps their ids; it goes to INSPECT, entered unseen)."""
@@ -382,7 +447,7 @@ class LaneCore:
                                    + ", ".join(r.code for r in head.problems) + "; too late to take it back"))
             else:
                 out.append(m.Alarm("MISROUTED", f"track {head.track_id}: decided INSPECT, gate sent it to CLEAR"))
-        self._emit(head, routed, t, out)
+        self._emit(head, routed, t, out, at_gate=True)
 
     # ---- bindings -----------------------------------------------------------------------------
 
@@ -425,7 +490,7 @@ class LaneCore:
         out.append(m.Alarm("MULTIPLE_ITEMS", f"track {track.track_id}: second {what}"))
         last = track.companions[-1] if track.companions else None
         if last is None or (scan_id is not None and last.scan_id is not None) or (barcode and last.barcode):
-            last = Track(-self._next_id, track.entry_mm, track.entry_err_mm)
+            last = Track(-self._next_id, track.entry_mm, track.entry_err_mm, inside_of=track.track_id)
             self._next_id += 1
             last.problems.append(Reason("MULTIPLE_ITEMS", detail))
             track.companions.append(last)
@@ -822,12 +887,17 @@ class LaneCore:
 
     # ---- output -------------------------------------------------------------------------------
 
-    def _emit(self, track: Track, routed: str, t: float, out: list[m.Command]) -> None:
-        """The record of `track`, then its companions' (items touching it, behind it: they went where it went)."""
+    def _emit(self, track: Track, routed: str, t: float, out: list[m.Command], at_gate: bool = False) -> None:
+        """The record of `track`, then its companions' (items touching it, behind it: they went where it went,
+        the gate held for its whole extent). Of an item the gate eye saw arrive (`at_gate`), a companion may
+        yet reach the eye on its own (`_companion_arriving`)."""
         out.append(routed_record(track, routed))
         for companion in track.companions:
             self._decide_now(companion, t)
             out.append(routed_record(companion, routed))
+        if at_gate:
+            self._companions, self._companions_routed = list(track.companions), routed
+            self._companions_until_mm = self._gate_busy_to_mm
 
 
 _READ = {"scanner": "scanned", "barcode": "identified"}

@@ -46,6 +46,7 @@ class Track:
     # Items touching this one, seen as one at the entry eye but with a label or scan of their own:
     # recorded beside it (INSPECT, MULTIPLE_ITEMS), routed where it is routed.
     companions: list[Track] = field(default_factory=list)
+    inside_of: int | None = None  # a companion: the track it was seen inside of at the entry eye
     clear_on_gate: bool = False  # a poll read that arm back on the gate
 
     def lead(self, position_mm: float) -> float:

@@ -86,6 +86,10 @@ class VirtualLane:
         self._to_place: list[tuple[Parcel, float]] = []
         self._placed = 0
         self.mute: set[str] = set()  # readers (scanner, barcode) that say nothing: unplugged, or silent
+        # Ground truth of what the polls showed: eye -> indices of the items whose gap to the item ahead was
+        # seen there (a poll read the eye clear between the two). A gap shorter than the belt runs in a poll
+        # may fall between two polls at one eye and not at the other.
+        self.gaps_seen: dict[str, set[int]] = {"entry_eye": set(), "gate_eye": set()}
 
     # ---- scheduling ---------------------------------------------------------------------------
 
@@ -167,10 +171,17 @@ class VirtualLane:
             snap = self.snapshot()
             self._polled_position_clear = bool(self.plc.get("gate_position_clear"))
             self._last_snapshot_t, self._lost_reported = self.t, False
+            self._note_gaps(snap)
             self.feed(snap)
         elif not self._lost_reported and self.t - self._last_snapshot_t >= STALE_S:
             self._lost_reported = True
             self.feed(m.PlcLink(self.t, False, f"no PLC poll answered for {STALE_S:g} s"))
+
+    def _note_gaps(self, snap: m.Snapshot) -> None:
+        for eye, at_mm in (("entry_eye", 0.0), ("gate_eye", self.lane.gate_mm)):
+            coming = [it.index for it in self.belt.items if it.lead_mm < at_mm]  # most downstream first
+            if not snap.values.get(eye) and coming:
+                self.gaps_seen[eye].add(coming[0])
 
     def _beat(self) -> None:
         if self.t >= self._next_heartbeat:
