@@ -114,12 +114,10 @@ def run(tmp_path: Path, control: Callable[[Lane], Awaitable[None]], cfg: Config 
 async def recorded(lane: Lane, timeout: float = 10.0) -> None:
     """Until every item in a bin has its record stored (the last one's comes a poll and a write later)."""
     assert lane.sim is not None
-    binned = [o.truth for o in lane.sim.outcomes.values() if o.bin is not None]
+    binned = {i: o for i, o in lane.sim.outcomes.items() if o.bin is not None}
 
-    def all_stored() -> bool:  # joined as the audit joins: on the scan id, else the barcode
-        rows = lane.store.db.execute("SELECT scan_id, barcode FROM items").fetchall()
-        scans, barcodes = {r["scan_id"] for r in rows}, {r["barcode"] for r in rows}
-        return all(t.scan_id in scans or (t.barcode and t.barcode in barcodes) for t in binned)
+    def all_stored() -> bool:  # each has a record, found as the audit finds it (scan id, barcode, time)
+        return not audit(lane.store.items(), binned).lost
 
     await until(all_stored, timeout, "every item in a bin recorded")
 

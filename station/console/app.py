@@ -9,6 +9,7 @@ actions go through the control channel's own checks and audit (station/control.p
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -149,14 +150,12 @@ class Console:
         return self.render(request, "error.html", session, exc.status_code, code=exc.status_code, detail=exc.detail)
 
     async def audit(self, who: str, action: str) -> None:
-        done = self.access.writer.submit(lambda store: store.add_audit(who, action), want_result=True)
-        assert done is not None
-        await done
+        await self._write(lambda store: store.add_audit(who, action))
 
     # ---- login --------------------------------------------------------------------------------
 
     async def login_page(self, request: Request) -> Response:
-        token = request.cookies.get(LOGIN_COOKIE) or live.token()
+        token = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(32)
         response = self.render(request, "login.html", None, next=_local(request.query_params.get("next")),
                                csrf=token, error=None)
         response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="strict", secure=self.secure_cookies,

@@ -9,7 +9,6 @@ closing the stream. At most one burst of events per 100 ms per stream, the statu
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -200,10 +199,6 @@ async def _fragments(console: Console, page: str, status: LaneStatus, session: S
 def _event(name: str, html: str) -> str:
     data = "".join(f"data: {line}\n" for line in html.splitlines() or [""])
     return f"event: {name}\n{data}\n"
-
-
-def token() -> str:
-    return secrets.token_urlsafe(32)
 
 
 def clock(at: float | None) -> str:

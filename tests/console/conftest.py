@@ -110,23 +110,29 @@ def stop_station(station: Station) -> int:
     return station.process.returncode
 
 
-@pytest.fixture(scope="package")
-def station(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Station]:
+@contextmanager
+def running_station(folder: Path, web: dict[str, str] | None = None) -> Iterator[Station]:
+    """A broker of its own and a station on the simulated lane using it, both stopped afterwards."""
     if MOSQUITTO is None:
         pytest.skip("mosquitto is not installed (apt-get install mosquitto; .ci/run installs it)")
-    folder = tmp_path_factory.mktemp("console")
     port = free_port()
     (folder / "mosquitto.conf").write_text(broker_config(port, folder))
     broker = Broker("127.0.0.1", port, None, folder / "mosquitto.conf")
     broker.start()
     try:
-        running = start_station(folder, broker)
+        running = start_station(folder, broker, web)
         try:
             yield running
         finally:
             stop_station(running)
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="package")
+def station(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Station]:
+    with running_station(tmp_path_factory.mktemp("console")) as running:
+        yield running
 
 
 @pytest.fixture(autouse=True)
@@ -168,29 +174,30 @@ def lower_priority(names: tuple[str, ...], nice: int = 10) -> None:
     elsewhere. Niceness alone is not enough: Chromium, run as root, raises some of its own processes."""
     cpus = os.sched_getaffinity(0)
     one = {max(cpus)} if len(cpus) > 1 else cpus
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(stat.parent.name)] = int(fields[1])
-
-    def ours(pid: int) -> bool:
-        while pid > 1:
-            pid = parents.get(pid, 0)
-            if pid == os.getpid():
-                return True
-        return False
-    for pid in parents:
+    for pid in descendants(os.getpid()):
         try:
             command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
-            if ours(pid) and any(name in command for name in names):
+            if any(name in command for name in names):
                 os.setpriority(os.PRIO_PROCESS, pid, nice)
                 for task in Path(f"/proc/{pid}/task").iterdir():  # every thread: affinity is per thread
                     os.sched_setaffinity(int(task.name), one)
         except OSError:
             continue
+
+
+def descendants(pid: int) -> set[int]:
+    """The processes below `pid` (children, theirs, ...), from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+    found, grew = {pid}, True
+    while grew:
+        more = {child for child, parent in parents.items() if parent in found} - found
+        found, grew = found | more, bool(more)
+    return found - {pid}
 
 
 def login(browser: Any, station: Station, user: str, width: int = 1920, height: int = 1080) -> Any:

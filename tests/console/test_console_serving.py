@@ -12,8 +12,7 @@ import pytest
 
 from station.config import WebSection
 from station.console.server import ConsoleError, bind
-from tests.conftest import MOSQUITTO, Broker, broker_config, free_port
-from tests.console.conftest import csrf_of, start_station, stop_station, wait_until
+from tests.console.conftest import csrf_of, descendants, running_station, stop_station, wait_until
 
 
 def test_a_port_in_use_stops_a_real_station_with_the_address_and_the_simulated_lane_takes_another() -> None:
@@ -27,49 +26,24 @@ def test_a_port_in_use_stops_a_real_station_with_the_address_and_the_simulated_l
 
 @pytest.mark.slow
 def test_the_console_over_https_with_the_sites_certificate(tmp_path: Path) -> None:
-    if MOSQUITTO is None:
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto; .ci/run installs it)")
     cert, key = tmp_path / "console.pem", tmp_path / "console.key"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=lane-1",
                     "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True)
-    port = free_port()
-    (tmp_path / "mosquitto.conf").write_text(broker_config(port, tmp_path))
-    broker = Broker("127.0.0.1", port, None, tmp_path / "mosquitto.conf")
-    broker.start()
-    try:
-        station = start_station(tmp_path, broker, web={"tls_cert": str(cert), "tls_key": str(key)})
-        try:
-            assert station.url.startswith("https://127.0.0.1:")
-            site_ca = ssl.create_default_context(cafile=str(cert))
-            with httpx.Client(base_url=station.url, verify=site_ca, follow_redirects=False) as client:
-                page = client.get("/login")
-                assert page.status_code == 200
-                done = client.post("/login", data={"name": "alice", "password": "mint-tea-0001",
-                                                   "csrf": csrf_of(page.text)})
-                assert done.status_code == 303 and "secure" in done.headers["set-cookie"].lower()
-            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
-                httpx.get(station.url + "/login")  # the system's CAs do not know the site's certificate
-            with pytest.raises(httpx.HTTPError):
-                httpx.get(station.url.replace("https", "http") + "/login")  # no plain HTTP beside it
-        finally:
-            assert stop_station(station) == 0
-    finally:
-        broker.stop()
-
-
-def descendants(pid: int) -> set[int]:
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError):
-            continue
-    found, grew = {pid}, True
-    while grew:
-        more = {child for child, parent in parents.items() if parent in found} - found
-        found, grew = found | more, bool(more)
-    return found - {pid}
+    with running_station(tmp_path, web={"tls_cert": str(cert), "tls_key": str(key)}) as station:
+        assert station.url.startswith("https://127.0.0.1:")
+        site_ca = ssl.create_default_context(cafile=str(cert))
+        with httpx.Client(base_url=station.url, verify=site_ca, follow_redirects=False) as client:
+            page = client.get("/login")
+            assert page.status_code == 200
+            done = client.post("/login", data={"name": "alice", "password": "mint-tea-0001",
+                                               "csrf": csrf_of(page.text)})
+            assert done.status_code == 303 and "secure" in done.headers["set-cookie"].lower()
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            httpx.get(station.url + "/login")  # the system's CAs do not know the site's certificate
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(station.url.replace("https", "http") + "/login")  # no plain HTTP beside it
+        assert stop_station(station) == 0
 
 
 def alive(pid: int) -> bool:
@@ -82,21 +56,12 @@ def alive(pid: int) -> bool:
 @pytest.mark.slow
 def test_a_killed_station_leaves_no_render_worker_behind(tmp_path: Path) -> None:
     """kill -9 of the daemon: its render worker and fork server end too, not wait on a queue for ever."""
-    if MOSQUITTO is None:
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto; .ci/run installs it)")
-    port = free_port()
-    (tmp_path / "mosquitto.conf").write_text(broker_config(port, tmp_path))
-    broker = Broker("127.0.0.1", port, None, tmp_path / "mosquitto.conf")
-    broker.start()
-    try:
-        station = start_station(tmp_path, broker)
+    with running_station(tmp_path) as station:
         def console_processes() -> set[int]:
             return {p for p in descendants(station.process.pid)
                     if b"forkserver" in Path(f"/proc/{p}/cmdline").read_bytes()}
-        workers = wait_until("the render worker and its fork server", lambda: len(console_processes()) >= 2, 30)
+        wait_until("the render worker and its fork server", lambda: len(console_processes()) >= 2, 30)
         workers = console_processes()
         station.process.kill()
         station.process.wait(timeout=10)
         wait_until("the console's processes gone with the station", lambda: not any(alive(p) for p in workers), 10)
-    finally:
-        broker.stop()
