@@ -23,7 +23,7 @@ from drivers.profile import load_profile
 from drivers.scanner import Scanner
 from station.config import Config
 from station.console.app import Console
-from station.console.server import LaneAccess, bind, serve, url_of
+from station.console.server import LaneAccess, bind
 from station.control import ControlServer, socket_path
 from station.ead.record import BadLine, EadRecord
 from station.ead_quality import publish_quality
@@ -177,19 +177,16 @@ async def run_station(config: Config, *, lane: OpenLane | None = None, control: 
 
         control_server = await stack.enter_async_context(
             ControlServer(runtime, models, socket_path(data_dir), selftest=selftest))
-        console, console_url = None, None
+        console = None
         if web_socket is not None:
             access = LaneAccess(
                 board=runtime.board, control=control_server, writer=writer, topics=topics, lane=config.lane,
                 notify=central.notify, registers=lambda: plc.latest.values if plc.latest else {},
                 frames=lambda: {"scanner": list(scanner.recent), "barcode": list(barcode.recent)},
                 threat_classes=lambda: tuple(worker.detector.manifest.threat_classes) if worker.detector else ())
-            console = Console(access, result.store_path, data_dir / "images", session_hours=config.web.session_hours,
-                              idle_minutes=config.web.idle_minutes, login_attempts=config.web.login_attempts,
-                              secure_cookies=config.web.tls_cert is not None)
+            console = Console(access, result.store_path, data_dir / "images", config.web, web_socket)
             stack.callback(console.close)
-            console_url = url_of(config.web, web_socket)
-            log.info("operator console at %s", console_url)
+            log.info("operator console at %s", console.url)
         log.info("station %s/%s: model %s", topics.site, topics.lane,
                  detector.manifest.name if detector else f"none ({why})")
         # Everything made so far (the model, the libraries, the configuration) lives as long as the run:
@@ -204,14 +201,15 @@ async def run_station(config: Config, *, lane: OpenLane | None = None, control: 
                             publish_quality(result.store_path, writer, topics.ead_quality,
                                             config.mqtt.ead_quality_interval_s, central.notify)):
                     tasks.create_task(job)
-                if console is not None and web_socket is not None:
-                    tasks.create_task(serve(console.app, web_socket, config.web))
+                if console is not None:
+                    tasks.create_task(console.serve())
                 if lane is not None or config.lane.auto_start:
                     # A simulated central feed starts with the belt: let the station subscribe first.
                     feed_first = lane is not None and where.central_feed
                     tasks.create_task(_start_when_ready(runtime, result, central if feed_first else None))
                 if control is not None:
-                    await control(Lane(runtime, store, central, scanner, barcode, models, sim, console_url))
+                    await control(Lane(runtime, store, central, scanner, barcode, models, sim,
+                                       console.url if console else None))
                     await runtime.writes_done()  # the belt's last stop reaches the PLC before we go
                 else:
                     await asyncio.Event().wait()  # until cancelled (Ctrl-C)

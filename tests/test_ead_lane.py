@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import aiomqtt
+import pytest
 
 from simulator.ead_feed import DEFECTS
 from station.cli.simulated import run_simulated
@@ -31,6 +32,8 @@ from tests.conftest import Broker
 from tests.station.ead.test_ead_bounds import AUDIT_MESSAGE
 from tests.station.ead.test_ead_record import record_dict
 from tests.test_faults import stored, until
+
+pytestmark = pytest.mark.slow  # the whole lane runs: daemon, simulator (and broker)
 
 ITEMS = 40
 

@@ -20,6 +20,8 @@ from simulator.stream import ItemStream
 from station.config import load_config
 from tests.conftest import Broker
 
+pytestmark = pytest.mark.slow  # the whole lane runs: daemon, simulator (and broker)
+
 ITEMS = 100
 # Data-quality findings the default rules score rather than inspect: alone, they may go with a CLEAR.
 SCORED_ONLY = {"EAD_INCOMPLETE", "VAGUE_DESCRIPTION", "HS_CODE_MISSING", "HS_CODE_INVALID", "VALUE_IMPLAUSIBLE",

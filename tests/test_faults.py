@@ -14,6 +14,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+import pytest
+
 from drivers.health import HealthState
 from simulator.faults import Fault
 from station.cli.simulated import run_simulated
@@ -24,6 +26,8 @@ from station.lane import messages as m
 from station.lane.core import LaneState
 from station.store import Store
 from station.summary import Audit, audit
+
+pytestmark = pytest.mark.slow  # the whole lane runs: daemon, simulator (and broker)
 
 
 def config(tmp_path: Path, **storage: object) -> Config:

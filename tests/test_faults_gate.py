@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from simulator.faults import Fault
 from station.daemon import Lane
 from station.lane.core import LaneState
 from station.store import Store
 from tests.test_faults import operator, run, stored, until
+
+pytestmark = pytest.mark.slow  # the whole lane runs: daemon, simulator (and broker)
 
 
 def cleared_after(lane: Lane, index: int) -> bool:

@@ -24,6 +24,8 @@ from station.lane.core import LaneState
 from station.store import Store
 from tests.test_faults import config, run, stored, until
 
+pytestmark = pytest.mark.slow  # the whole lane runs: daemon, simulator (and broker)
+
 
 def paused_and_resumed(leave_kib: int):  # type: ignore[no-untyped-def]
     """Operator-free script: fill the disk to `leave_kib` KiB free, see the lane pause, free it, see it

@@ -10,6 +10,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from station.cli.simulated import run_simulated
 from station.config import ModelSection
 from station.daemon import Lane
@@ -17,6 +19,8 @@ from station.kernel.detector import DEFAULT_MODEL, write_manifest
 from station.store import Store
 from tests.station.test_inference import StuckOnce
 from tests.test_faults import config, run, station_command, stored, until
+
+pytestmark = pytest.mark.slow  # the whole lane runs: daemon, simulator (and broker)
 
 
 def variant(dest: Path, note: str) -> Path:

@@ -10,12 +10,16 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from simulator.faults import Fault
 from station.control import os_user
 from station.daemon import Lane
 from station.lane.core import LaneState
 from station.store import Store
-from tests.test_faults import config, run, station_command, stored, until
+from tests.test_faults import run, station_command, stored, until
+
+pytestmark = pytest.mark.slow  # the whole lane runs: daemon, simulator (and broker)
 
 
 def test_an_unplugged_scanner_raises_an_alarm_at_once_pauses_the_belt_and_resumes_only_when_cleared(

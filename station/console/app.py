@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -29,10 +30,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from station import reviews
 from station.accounts import authenticate, users
+from station.config import WebSection
 from station.console import live, queries
 from station.console.auth import COOKIE, LOGIN_COOKIE, LoginLimit, Session, Sessions, csrf_ok
 from station.console.images import ImageService, ScanInfo
-from station.console.server import LaneAccess, Reader
+from station.console.server import LaneAccess, Reader, serve, url_of
 from station.kernel.viewer import TOOLS, View, ViewError
 from station.store import Store
 
@@ -50,16 +52,18 @@ Handler = Callable[[Request, Session], Awaitable[Response]]
 class Console:
     """The console application: its sessions, locks and services over one running lane."""
 
-    def __init__(self, access: LaneAccess, store_path: Path, images_dir: Path, *, session_hours: float,
-                 idle_minutes: float, login_attempts: int, secure_cookies: bool) -> None:
+    def __init__(self, access: LaneAccess, store_path: Path, images_dir: Path, web: WebSection,
+                 sock: socket.socket) -> None:
         self.access = access
+        self.web, self.sock = web, sock  # the configuration, and the socket bound for it (server.bind)
+        self.url = url_of(web, sock)
         self.read = Reader(store_path)
         self.check_password = Reader(store_path, background=True, name="console-login")
         self.images = ImageService(images_dir)
-        self.sessions = Sessions(session_hours * 3600, idle_minutes * 60)
-        self.limit = LoginLimit(login_attempts)
+        self.sessions = Sessions(web.session_hours * 3600, web.idle_minutes * 60)
+        self.limit = LoginLimit(web.login_attempts)
         self.locks = ItemLocks(LOCK_S)
-        self.secure_cookies = secure_cookies
+        self.secure_cookies = web.tls_cert is not None
         self.changes = live.Changes()  # verdicts and locks: what the lane's status does not say
         self.shared = live.Shared()  # what every open page of a kind shows alike, made once
         self.templates = Jinja2Templates(env=Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True))
@@ -93,6 +97,10 @@ class Console:
         ]
         self.app: ASGIApp = BodyLimit(Starlette(routes=routes, exception_handlers={HTTPException: self.error}),
                                       MAX_BODY)
+
+    async def serve(self) -> None:
+        """Serve the pages until cancelled (a task of the daemon's group)."""
+        await serve(self.app, self.sock, self.web)
 
     def close(self) -> None:
         self.read.close()
@@ -239,7 +247,7 @@ class Console:
     async def queue_page(self, request: Request, session: Session) -> Response:
         rows = await self.read(lambda store: reviews.queue(store, limit=PAGE))
         pending = await self.read(reviews.pending_count)
-        newest = max((row.id for row in rows), default=0)
+        newest = await self.read(reviews.newest_pending_id)  # "N new" counts what arrives after this
         return self.render(request, "queue.html", session, rows=rows, pending=pending, newest=newest,
                            locks=self.locks.holders(), notice=request.query_params.get("notice"),
                            undo=await self._undo_offer(request, session))
@@ -304,7 +312,8 @@ class Console:
         try:
             done = await self._write(judge)
         except reviews.VerdictError as err:
-            await self.audit(session.user, f"verdict on item {pk} refused: {err}")
+            why = str(err)
+            await self._write(lambda store: reviews.audit_refusal(store, session.user, f"verdict on item {pk}", why))
             raise HTTPException(422, str(err)) from err
         self.locks.release(pk, session.user)
         self.changes.bump()
@@ -325,7 +334,8 @@ class Console:
         try:
             undone = await self._write(undo)
         except reviews.VerdictError as err:
-            await self.audit(session.user, f"undo of verdict {vid} refused: {err}")
+            why = str(err)
+            await self._write(lambda store: reviews.audit_refusal(store, session.user, f"undo of verdict {vid}", why))
             raise HTTPException(409, str(err)) from err
         self.changes.bump()
         self.access.notify()
