@@ -110,3 +110,16 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How many broker messages the tests validated against the contract (tests/contract_check.py)."""
+    from tests import contract_check
+
+    total = sum(contract_check.checked.values())
+    if total or contract_check.invalid:
+        terminalreporter.write_line(
+            f"contract: {total} broker messages validated against station/schemas "
+            f"({len(contract_check.checked)} schemas), {len(contract_check.invalid)} invalid")
+        for line in contract_check.invalid[:20]:
+            terminalreporter.write_line(f"  invalid: {line}")
