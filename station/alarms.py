@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 NOTICES = frozenset({"START_REFUSED", "RESET_REFUSED", "DISK_SPACE_BACK", "MODEL_LOADED", "MODEL_ROLLBACK",
                      "CLEAR_REFUSED"})
@@ -68,3 +69,20 @@ class AlarmBook:
 
     def cleared(self, code: str) -> bool:
         return self._active.pop(code, None) is not None
+
+
+def alarm_payload(site: str, lane: str, event: str, code: str, detail: str, at: float, by: str | None,
+                  notice: bool = False) -> dict[str, object]:
+    """The `alarms` message of one raise, acknowledgement or clear (`event`: raised / acknowledged / cleared)."""
+    return {
+        "msg_id": f"{site}/{lane}/alarm/{code}/{event}/{at:.6f}",
+        "schema": "screening/v1/alarm",
+        "site": site,
+        "lane": lane,
+        "event": event,
+        "code": code,
+        "detail": detail,
+        "notice": notice,  # a report that asks nothing of anyone, stored cleared
+        "at": datetime.fromtimestamp(at, UTC).isoformat(),
+        "by": by,
+    }

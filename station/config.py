@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -141,17 +141,49 @@ class StorageSection(Section):
                                            "until space returns, before the store ever sees a full disk; 0 = off.")
 
 
+CommandName = Literal["pause", "resume", "rebirth", "model-load", "rules-reload"]  # cmd/{name}: station/commands.py
+COMMANDS: tuple[str, ...] = get_args(CommandName)
+
+
 class MqttSection(Section):
     host: str = Field("", description="Broker host; empty keeps every message in the outbox.")
     port: int = Field(1883, ge=1, le=65535)
+    protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT version: 5 (replies carry the response topic "
+                                                             "and correlation data), or 3.1.1 for brokers without 5.")
     username: str | None = None
     password: str | None = None
-    tls: bool = Field(False, description="Connect with TLS (system CA store).")
+    tls: bool = Field(False, description="Connect with TLS, verifying the broker's certificate and host name.")
     ca_file: Path | None = Field(None, description="CA bundle for TLS, if not the system one.")
+    cert_file: Path | None = Field(None, description="This lane's client certificate (PEM), with key_file.")
+    key_file: Path | None = Field(None, description="This lane's client private key (PEM), with cert_file.")
+    tls_insecure: bool = Field(False, description="Do not check that the broker's certificate names `host` "
+                                                  "(logged at WARNING at every connect). Never on by default.")
     keepalive_s: int = Field(30, ge=5, le=3600)
+    session_expiry_s: int = Field(7 * 86_400, ge=0, le=2**32 - 1,
+                                  description="MQTT 5: how long the broker keeps this lane's session (and the "
+                                              "declarations and instructions sent to it) while it is away.")
     client_id: str = Field("", description="Empty derives 'station-{site}-{lane}'.")
     ead_quality_interval_s: float = Field(60.0, ge=1, le=86_400,
                                           description="How often the EAD data-quality summary is published.")
+    commands: dict[str, list[CommandName]] = Field(
+        default_factory=dict,
+        description="Who may send which command on cmd/{name}: issuer -> command names. Empty: no command is "
+                    "accepted from anyone.")
+    command_max_ttl_s: float = Field(300.0, gt=0, le=86_400,
+                                     description="A command whose expires_at lies further ahead is refused.")
+
+    @field_validator("ca_file", "cert_file", "key_file", mode="before")
+    @classmethod
+    def _empty_path_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _tls_settings(self) -> MqttSection:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together: give both, or neither")
+        if not self.tls and (self.tls_insecure or self.cert_file is not None or self.ca_file is not None):
+            raise ValueError("ca_file, cert_file, key_file and tls_insecure need tls = true")
+        return self
 
 
 class WebSection(Section):

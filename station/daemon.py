@@ -21,6 +21,7 @@ from drivers.links import Link
 from drivers.plc import FaultCode, Plc
 from drivers.profile import load_profile
 from drivers.scanner import Scanner
+from station.commands import CommandDesk
 from station.config import Config
 from station.console.app import Console
 from station.console.server import LaneAccess, bind
@@ -37,6 +38,7 @@ from station.lane.status import LaneStatus
 from station.lock import DataDirLock
 from station.model_swap import ModelSwitch, model_info
 from station.mqtt_link import CentralLink, Topics
+from station.presence import MESSAGE_SCHEMAS, Identity, LanePresence, config_hash
 from station.rules import load_ruleset
 from station.store import Store
 from station.writer import StoreWriter
@@ -134,7 +136,7 @@ async def run_station(config: Config, *, lane: OpenLane | None = None, control: 
         scanner_port, barcode_port = config.scanner.port, config.barcode.port
         topics = Topics(config.station.site, config.station.lane)
         central = CentralLink(store, writer, config.mqtt,
-                              config.mqtt.client_id or f"station-{topics.site}-{topics.lane}")
+                              config.mqtt.client_id or f"station-{topics.site}-{topics.lane}", topics=topics)
         sim = None
         if lane is not None:
             where = await stack.enter_async_context(lane(data_dir))
@@ -164,6 +166,7 @@ async def run_station(config: Config, *, lane: OpenLane | None = None, control: 
                                        "barcode": lambda: barcode.health, "mqtt": lambda: central.health})
         runtime.published = lambda: central.published
         runtime.set_model(model_info(detector), why)
+        runtime.rules_version = ruleset.version
         stack.push_async_callback(runtime.aclose)
         for is_full, why in full:
             runtime.store_full(is_full, why)
@@ -177,6 +180,17 @@ async def run_station(config: Config, *, lane: OpenLane | None = None, control: 
 
         control_server = await stack.enter_async_context(
             ControlServer(runtime, models, socket_path(data_dir), selftest=selftest))
+        desk = CommandDesk(runtime, models, config, topics, store, rebirth=central.rebirth)
+        central.commands = desk
+
+        def classes() -> tuple[tuple[str, ...], tuple[str, ...]]:
+            manifest = worker.detector.manifest if worker.detector else None
+            return (tuple(manifest.classes), tuple(manifest.threat_classes)) if manifest else ((), ())
+
+        presence = LanePresence(Identity(topics, config_hash(config), desk.accepted_names, MESSAGE_SCHEMAS),
+                                runtime.board, model_hash=lambda: runtime.model.hash if runtime.model else None,
+                                rules_version=lambda: runtime.rules_version, classes=classes)
+        central.presence = presence
         console = None
         if web_socket is not None:
             access = LaneAccess(
@@ -197,9 +211,10 @@ async def run_station(config: Config, *, lane: OpenLane | None = None, control: 
             async with asyncio.TaskGroup() as tasks:
                 for job in (runtime.pump_plc(), runtime.pump_writes(), runtime.pump_scanner(scanner),
                             runtime.pump_barcode(barcode), runtime.tick(), runtime.watch_loop(),
-                            runtime.watch_devices(), central.run(),
+                            runtime.watch_devices(), central.run(), presence.watch(central),
                             publish_quality(result.store_path, writer, topics.ead_quality,
-                                            config.mqtt.ead_quality_interval_s, central.notify)):
+                                            config.mqtt.ead_quality_interval_s, central.notify,
+                                            site=topics.site, lane=topics.lane)):
                     tasks.create_task(job)
                 if console is not None:
                     tasks.create_task(console.serve())
@@ -211,6 +226,8 @@ async def run_station(config: Config, *, lane: OpenLane | None = None, control: 
                     await control(Lane(runtime, store, central, scanner, barcode, models, sim,
                                        console.url if console else None))
                     await runtime.writes_done()  # the belt's last stop reaches the PLC before we go
+                    await writer.drained()  # what the run stored is in the outbox: the goodbye drains it
+                    await central.goodbye()
                 else:
                     await asyncio.Event().wait()  # until cancelled (Ctrl-C)
                 # Raised in the group's body (not in a child), so the group cancels the rest and the

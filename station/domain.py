@@ -63,6 +63,10 @@ class ReasonCode(StrEnum):
     CATEGORY_INCONSISTENT = "CATEGORY_INCONSISTENT"
     WEIGHT_MISMATCH = "WEIGHT_MISMATCH"
     CONTENT_MISMATCH = "CONTENT_MISMATCH"
+    # customs instructions (station/customs.py): INSPECT whatever the detector says
+    CUSTOMS_HOLD = "CUSTOMS_HOLD"
+    CUSTOMS_DO_NOT_LOAD = "CUSTOMS_DO_NOT_LOAD"
+    CUSTOMS_SCREEN = "CUSTOMS_SCREEN"
     # what the rules themselves say (station/rules/engine.py, station/risk.py)
     THREAT_DETECTED = "THREAT_DETECTED"
     UNHANDLED_REASON = "UNHANDLED_REASON"

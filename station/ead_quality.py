@@ -66,7 +66,7 @@ def _iso(t: float) -> str:
 
 
 async def publish_quality(path: Path, writer: StoreWriter, topic: str, interval_s: float,
-                          notify: Callable[[], None]) -> None:
+                          notify: Callable[[], None], *, site: str = "", lane: str = "") -> None:
     """Forever: every `interval_s`, the summary of the records received since the last one, into
     the outbox (an interval with no records publishes nothing). Read and summed up in a process of its
     own: a bulk import can bring hundreds of thousands of records into one interval, and parsing them
@@ -80,7 +80,9 @@ async def publish_quality(path: Path, writer: StoreWriter, topic: str, interval_
             until = time.time()
             summary = await loop.run_in_executor(pool, _summary, path, since, until)
             if summary is not None:
-                message = OutboxMessage(f"ead-quality/{until:.3f}", topic, json.dumps(summary))
+                msg_id = f"{site}/{lane}/ead-quality/{until:.3f}"
+                summary = {"msg_id": msg_id, "schema": summary.pop("schema"), "site": site, "lane": lane, **summary}
+                message = OutboxMessage(msg_id, topic, json.dumps(summary))
 
                 def enqueue(store: Store, message: OutboxMessage = message) -> None:
                     store.enqueue([message])

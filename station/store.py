@@ -82,6 +82,18 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload TEXT NOT NULL,
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS meta (  -- single values the station keeps across runs (the MQTT session counter)
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS commands (  -- every command central sent (station/commands.py): a cmd_id is used once
+    cmd_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    issued_by TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    received_at REAL NOT NULL,
+    outcome TEXT NOT NULL  -- "accepted", or "refused: why"
+);
 CREATE TABLE IF NOT EXISTS on_belt (  -- items the running station is tracking, kept so a crash cannot lose them
     key TEXT PRIMARY KEY,  -- run id / track id
     track TEXT NOT NULL,  -- JSON: what is known of it (ids, decision, whether its CLEAR was armed)
@@ -141,13 +153,26 @@ CREATE TABLE IF NOT EXISTS verdicts (  -- an operator's judgement of an INSPECT 
     at REAL NOT NULL,
     shown_at REAL,  -- when the console showed the item to the operator
     undone_at REAL,  -- undone by the same operator within seconds: the item is back in the queue
-    undone_by TEXT
+    undone_by TEXT,
+    methods TEXT  -- JSON list of the screening methods the operator used besides the X-ray (PHS, ETD...)
 );
 CREATE INDEX IF NOT EXISTS verdicts_item ON verdicts (item);
 -- An item has at most one verdict that is not undone; the partial indexes serve the current verdict only.
 CREATE UNIQUE INDEX IF NOT EXISTS verdicts_current ON verdicts (item) WHERE undone_at IS NULL;
 CREATE INDEX IF NOT EXISTS verdicts_current_verdict ON verdicts (verdict, item) WHERE undone_at IS NULL;
 CREATE INDEX IF NOT EXISTS verdicts_current_by ON verdicts (by, item) WHERE undone_at IS NULL;
+CREATE TABLE IF NOT EXISTS customs_instructions (  -- what customs asked of an item (station/customs.py)
+    id INTEGER PRIMARY KEY,
+    instruction_id TEXT NOT NULL UNIQUE,  -- customs' own id: one seen again is not stored again
+    item_id TEXT NOT NULL,  -- S10
+    type TEXT NOT NULL CHECK (type IN ('hold', 'release', 'do_not_load', 'screen', 'info')),
+    methods TEXT NOT NULL,  -- JSON list of screening method codes (for screen)
+    text TEXT NOT NULL,
+    issued_by TEXT NOT NULL,
+    issued_at REAL NOT NULL,  -- customs' time (Unix seconds)
+    received_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS customs_instructions_item ON customs_instructions (item_id, issued_at);
 """
 
 
@@ -157,6 +182,7 @@ class OutboxMessage:
     topic: str
     payload: str
     seq: int = 0
+    created_at: float = 0.0  # time.time() it was queued (read back from the store)
 
 
 @dataclass(frozen=True)
@@ -237,6 +263,9 @@ class Store:
         for name, kind in (("acked_at", "REAL"), ("acked_by", "TEXT"), ("cleared_at", "REAL"), ("cleared_by", "TEXT")):
             if name not in alarm_columns:
                 self.db.execute(f"ALTER TABLE alarms ADD COLUMN {name} {kind}")
+        verdict_columns = {row["name"] for row in self.db.execute("PRAGMA table_info(verdicts)")}
+        if "methods" not in verdict_columns:
+            self.db.execute("ALTER TABLE verdicts ADD COLUMN methods TEXT")
         if not reasons_indexed:  # items stored before the triggers; OR IGNORE: another process may be at it too
             with self.transaction() as db:
                 rows = _reason_rows("i.reasons", "i.id", source="items AS i,")
@@ -331,19 +360,44 @@ class Store:
         rows = self.db.execute("SELECT key, track FROM on_belt ORDER BY at").fetchall()
         return [(r["key"], json.loads(r["track"])) for r in rows]
 
-    def add_alarm(self, code: str, detail: str, at: float | None = None, cleared_by: str | None = None) -> None:
-        """One raise of an alarm; a notice is stored cleared (`cleared_by`)."""
+    def add_alarm(self, code: str, detail: str, at: float | None = None, cleared_by: str | None = None,
+                  messages: Iterable[OutboxMessage] = ()) -> None:
+        """One raise of an alarm (and its `alarms` message); a notice is stored cleared (`cleared_by`)."""
         at = time.time() if at is None else at
-        self.db.execute("INSERT INTO alarms (at, code, detail, cleared_at, cleared_by) VALUES (?,?,?,?,?)",
-                        (at, code, detail, at if cleared_by else None, cleared_by))
+        with self.transaction() as db:
+            db.execute("INSERT INTO alarms (at, code, detail, cleared_at, cleared_by) VALUES (?,?,?,?,?)",
+                       (at, code, detail, at if cleared_by else None, cleared_by))
+            append_outbox(db, messages)
 
-    def ack_alarm(self, code: str, by: str, at: float) -> None:
-        self.db.execute("UPDATE alarms SET acked_at = ?, acked_by = ? WHERE code = ? AND cleared_at IS NULL",
-                        (at, by, code))
+    def ack_alarm(self, code: str, by: str, at: float, messages: Iterable[OutboxMessage] = ()) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE alarms SET acked_at = ?, acked_by = ? WHERE code = ? AND cleared_at IS NULL",
+                       (at, by, code))
+            append_outbox(db, messages)
 
-    def clear_alarm(self, code: str, by: str, at: float) -> None:
-        self.db.execute("UPDATE alarms SET cleared_at = ?, cleared_by = ? WHERE code = ? AND cleared_at IS NULL",
-                        (at, by, code))
+    def clear_alarm(self, code: str, by: str, at: float, messages: Iterable[OutboxMessage] = ()) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE alarms SET cleared_at = ?, cleared_by = ? WHERE code = ? AND cleared_at IS NULL",
+                       (at, by, code))
+            append_outbox(db, messages)
+
+    # ---- the central link's own records ---------------------------------------------------------
+
+    def next_session(self) -> int:
+        """The MQTT session counter, risen by one and stored before the link connects with it."""
+        with self.transaction() as db:
+            db.execute("INSERT INTO meta (key, value) VALUES ('mqtt_session', 1) "
+                       "ON CONFLICT (key) DO UPDATE SET value = value + 1")
+            return int(db.execute("SELECT value FROM meta WHERE key = 'mqtt_session'").fetchone()[0])
+
+    def add_command(self, cmd_id: str, name: str, issued_by: str, expires_at: float, outcome: str) -> None:
+        self.db.execute("INSERT OR IGNORE INTO commands (cmd_id, name, issued_by, expires_at, received_at, outcome)"
+                        " VALUES (?,?,?,?,?,?)", (cmd_id, name, issued_by, expires_at, time.time(), outcome))
+
+    def command_ids(self, unexpired_at: float) -> set[str]:
+        """The cmd_ids seen whose command has not expired yet (an expired one is refused anyway)."""
+        rows = self.db.execute("SELECT cmd_id FROM commands WHERE expires_at >= ?", (unexpired_at,)).fetchall()
+        return {r["cmd_id"] for r in rows}
 
     def active_alarms(self) -> list[sqlite3.Row]:
         """Per code not yet cleared: first and last raise, count, latest detail and acknowledgement."""
@@ -432,9 +486,9 @@ class Store:
 
     def outbox_batch(self, limit: int = 100, after_seq: int = 0) -> list[OutboxMessage]:
         rows = self.db.execute(
-            "SELECT seq, msg_id, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
-        ).fetchall()
-        return [OutboxMessage(r["msg_id"], r["topic"], r["payload"], r["seq"]) for r in rows]
+            "SELECT seq, msg_id, topic, payload, created_at FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, limit)).fetchall()
+        return [OutboxMessage(r["msg_id"], r["topic"], r["payload"], r["seq"], r["created_at"]) for r in rows]
 
     def outbox_delete(self, seqs: Iterable[int]) -> None:
         self.db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])

@@ -130,6 +130,8 @@ class LaneCore:
                 self._on_result(event)
             case m.EadArrived():
                 self._on_ead_arrived(event)
+            case m.CustomsInstructed():
+                self._on_customs(event)
             case m.Operator():
                 self._on_operator(event, out)
             case m.ModelChanged(model_hash=model_hash):
@@ -635,6 +637,17 @@ class LaneCore:
             track.ead_record, track.ead_findings = ev.record, ev.findings
             if track.decision is not None:
                 track.decision = None  # decided again below, before the deadline
+
+    def _on_customs(self, ev: m.CustomsInstructed) -> None:
+        """Customs asked for an item: a problem of its track, so it is decided again (INSPECT) and its
+        CLEAR, if armed, is taken back, as for any problem that arises on the way. One whose CLEAR the
+        gate carried all the same is recorded as that CLEAR (`keep_armed_clear`), and the recorder
+        revises it once stored, as it does an item that was past the gate when the instruction came."""
+        for track in self.tracks:
+            for one in (track, *track.companions):
+                if one.item_id == ev.item_id and one.add_problem(ev.reason.code, ev.reason.detail) \
+                        and one.decision is not None:
+                    self._decide_now(one, ev.t)  # at once: INSPECT with the reason, whatever it was
 
     # ---- positions, deadlines, decisions ------------------------------------------------------
 

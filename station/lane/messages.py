@@ -92,6 +92,16 @@ class EadArrived:
 
 
 @dataclass(frozen=True)
+class CustomsInstructed:
+    """Customs holds an item, forbids loading it or asks for it to be screened (station/customs.py): an
+    item with this S10 id still on the belt goes to INSPECT, whatever the detector says."""
+
+    t: float
+    item_id: str
+    reason: Reason  # CUSTOMS_HOLD, CUSTOMS_DO_NOT_LOAD or CUSTOMS_SCREEN, naming the instruction
+
+
+@dataclass(frozen=True)
 class Operator:
     t: float
     action: Literal["start", "stop", "reset", "maintenance"]
@@ -138,7 +148,7 @@ class AlarmCleared:
 
 
 Event = (Snapshot | PlcLink | BarcodeScanned | ScanStarted | ScanDone | InterlockChanged | InferenceDone
-         | InferenceFailed | EadResolved | EadArrived | Operator | Tick | ModelChanged | StoreFull | ReaderLink
+         | InferenceFailed | EadResolved | EadArrived | CustomsInstructed | Operator | Tick | ModelChanged | StoreFull | ReaderLink
          | AlarmCleared)
 
 

@@ -12,6 +12,7 @@ is kept in the store as it changes, so a crash leaves every item that was on the
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 import time
@@ -27,7 +28,8 @@ from drivers.health import DeviceHealth, HealthState
 from drivers.plc import Plc, PlcError, PlcWriteError
 from drivers.scanner import Scanner
 from drivers.scanner_events import Interlock, ScanDone, ScanStarted
-from station.alarms import NOTICES, STATION, ActiveAlarm, AlarmBook
+from station.alarms import NOTICES, STATION, ActiveAlarm, AlarmBook, alarm_payload
+from station.domain import Decision, Evidence
 from station.ead.checks import check_record
 from station.ead.record import EadRecord, RecordInvalid, parse_json_record
 from station.inference import InferenceProblem, InferenceWorker
@@ -36,7 +38,7 @@ from station.lane.core import LaneCore, LaneState
 from station.lane.recorder import Recorder
 from station.lane.status import Counters, DeviceStatus, LaneStatus, ModelInfo, OnBelt, Outbox, StatusBoard
 from station.mqtt_link import Topics
-from station.store import ItemRow, Store
+from station.store import ItemRow, OutboxMessage, Store
 from station.writer import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,7 @@ class LaneRuntime:
         self.book = AlarmBook(ActiveAlarm(r["code"], r["detail"], r["first_at"], r["last_at"], r["count"],
                                           r["acked_by"], r["acked_at"]) for r in store.active_alarms())
         self.model: ModelInfo | None = None
+        self.rules_version = "-"  # of the rule set the core decides with (set by the daemon, and by a reload)
         self.why_no_model: str | None = None
         self.detector_health = DeviceHealth("detector")
         self.ead_health = DeviceHealth("ead")
@@ -190,7 +193,9 @@ class LaneRuntime:
         at = time.time()
         self.book.raised(code, detail, at)
         notice = STATION if code in NOTICES else None
-        self.writer.submit(lambda store: store.add_alarm(code, detail, at, cleared_by=notice))
+        message = self._alarm_message("raised", code, detail, at, notice)
+        self.writer.submit(lambda store: store.add_alarm(code, detail, at, cleared_by=notice, messages=[message]))
+        self.on_stored()
         self.publish_soon()
 
     # ---- the operator's way in ----------------------------------------------------------------
@@ -207,12 +212,14 @@ class LaneRuntime:
 
     def ack_alarm(self, code: str, by: str) -> str | None:
         """Acknowledge an active alarm; None, or why not."""
-        if self.book.get(code) is None:
+        if (alarm := self.book.get(code)) is None:
             return f"no active alarm {code}"
         at = time.time()
         self.book.acked(code, by, at)
         self.audit(by, f"alarm ack {code}")
-        self.writer.submit(lambda store: store.ack_alarm(code, by, at))
+        message = self._alarm_message("acknowledged", code, alarm.detail, at, by)
+        self.writer.submit(lambda store: store.ack_alarm(code, by, at, messages=[message]))
+        self.on_stored()
         self.publish_soon()
         return None
 
@@ -231,9 +238,17 @@ class LaneRuntime:
 
     def _clear(self, code: str, by: str) -> None:
         at = time.time()
+        alarm = self.book.get(code)
         self.book.cleared(code)
-        self.writer.submit(lambda store: store.clear_alarm(code, by, at))
+        message = self._alarm_message("cleared", code, alarm.detail if alarm else "", at, by)
+        self.writer.submit(lambda store: store.clear_alarm(code, by, at, messages=[message]))
+        self.on_stored()
         self.publish_soon()
+
+    def _alarm_message(self, event: str, code: str, detail: str, at: float, by: str | None) -> OutboxMessage:
+        payload = alarm_payload(self.topics.site, self.topics.lane, event, code, detail, at, by,
+                                notice=code in NOTICES)
+        return OutboxMessage(str(payload["msg_id"]), self.topics.alarms, json.dumps(payload))
 
     def _reader_not_back(self, code: str) -> str:
         """A reader's alarm is not cleared while its health still says it is not usable."""
@@ -337,6 +352,13 @@ class LaneRuntime:
             await self.item_stored.wait()
 
     # ---- the status snapshot ------------------------------------------------------------------
+
+    def use_rules(self, decide: Callable[[Evidence], Decision], version: str) -> None:
+        """A reloaded rule set: items decided from now on (and revisions) are decided by it."""
+        self.core.decide = decide
+        self.recorder.decide = decide
+        self.rules_version = version
+        log.info("rules %s in use", version)
 
     def set_model(self, model: ModelInfo | None, why_none: str | None = None) -> None:
         self.model, self.why_no_model = model, why_none
