@@ -46,7 +46,7 @@ class LaneProcess:
             f'[station]\nsite = "{self.site}"\nlane = "{self.lane}"\n'
             f'[storage]\ndata_dir = "{self.data_dir}"\n'
             + (f"[web]\nport = {free_port()}\n" if self.web else "[web]\nenabled = false\n")
-            "[mqtt]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in mqtt.items() if not isinstance(v, dict))
+            + "[mqtt]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in mqtt.items() if not isinstance(v, dict))
             + "".join(f"[mqtt.{k}]\n" + "".join(f"{n} = {json.dumps(x)}\n" for n, x in v.items())
                       for k, v in mqtt.items() if isinstance(v, dict))
             + "[simulator]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in sim.items()))
