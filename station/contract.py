@@ -1,99 +1,199 @@
-"""The MQTT contract: one JSON Schema per payload (station/schemas/, also docs/schemas/), and the checks.
+"""The MQTT contract: one JSON Schema per payload (station/schemas/, also docs/schemas/), the topic ->
+schema map, and the checks of a stranger's bytes.
 
 Outbound schemas allow keys they do not name (consumers must tolerate additions); inbound ones
-(commands, customs instructions) refuse them: a stranger's input. `parse` is what a handler of an
-inbound message calls; its ContractError names each problem with its JSON path.
+(commands, customs instructions, declarations) refuse them. `parse` is what the handler of an inbound
+message calls: its ContractError names each problem with its JSON path, ready for an alarm.
+
+Every schema has the `$id` https://schemas.screening.example/{schema id}.schema.json; the outbound ones
+`$ref` `envelope.schema.json`, a file beside them. References resolve from the package's own files,
+never the network. A `date-time` is checked by our own rule (jsonschema checks the format only with an
+optional package installed): RFC 3339 with a zone, which `datetime.fromisoformat` always reads.
+
+Cheap to import and pure: the schema files are read, and the validators built, once, on first use.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from datetime import datetime
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft202012Validator, FormatChecker
-from referencing import Registry, Resource
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
+    from referencing import Registry
 
 BASE = "https://schemas.screening.example/"
+ENVELOPE = "envelope.schema.json"
+MAX_PAYLOAD = 256 * 1024  # bytes of an inbound message: far above any real command, instruction or declaration
+MAX_PROBLEMS = 20  # named in a ContractError; the rest are counted
 
-# schema id -> file in station/schemas/
-SCHEMAS = {
-    "screening/v1/status": "status", "screening/v1/birth": "birth", "screening/v1/device-state": "device-state",
-    "screening/v1/alarm": "alarm", "screening/v1/item-result": "item-result", "screening/v1/item-alert": "item-alert",
-    "screening/v1/item-verdict": "item-verdict", "screening/v1/ead-quality": "ead-quality",
-    "screening/v1/command": "command", "screening/v1/command-reply": "command-reply",
+# schema id -> its file in station/schemas/
+SCHEMAS: dict[str, str] = {
+    "screening/v1/status": "status.schema.json",
+    "screening/v1/birth": "birth.schema.json",
+    "screening/v1/device-state": "device-state.schema.json",
+    "screening/v1/alarm": "alarm.schema.json",
+    "screening/v1/item-result": "item-result.schema.json",
+    "screening/v1/item-alert": "item-alert.schema.json",
+    "screening/v1/item-verdict": "item-verdict.schema.json",
+    "screening/v1/ead-quality": "ead-quality.schema.json",
+    "screening/v1/command-reply": "command-reply.schema.json",
+    "customs/v1/screening-result": "customs-screening-result.schema.json",
+    "screening/v1/command": "command.schema.json",
+    "customs/v1/instruction": "customs-instruction.schema.json",
+    "ead/v1/record": "ead-record.schema.json",
 }
+INBOUND = frozenset({"screening/v1/command", "customs/v1/instruction", "ead/v1/record"})
 
-_LANE = r"screening/v1/[^/]+/[^/]+/"
-_TOPICS = [  # concrete topic -> schema id, first match wins
-    (_LANE + r"status", "screening/v1/status"), (_LANE + r"birth", "screening/v1/birth"),
-    (_LANE + r"state/[^/]+", "screening/v1/device-state"), (_LANE + r"alarms", "screening/v1/alarm"),
-    (_LANE + r"items/result", "screening/v1/item-result"), (_LANE + r"items/alert", "screening/v1/item-alert"),
-    (_LANE + r"items/verdict", "screening/v1/item-verdict"), (_LANE + r"ead/quality", "screening/v1/ead-quality"),
-    (_LANE + r"cmd/reply(/.*)?", "screening/v1/command-reply"), (_LANE + r"cmd/[^/]+", "screening/v1/command"),
-]
+_LEVEL = r"[^/+#]+"
+_ROOT = rf"screening/v1/{_LEVEL}/{_LEVEL}"
+_TOPICS = tuple((re.compile(pattern), schema_id) for pattern, schema_id in (  # first match wins
+    (rf"{_ROOT}/status", "screening/v1/status"),
+    (rf"{_ROOT}/birth", "screening/v1/birth"),
+    (rf"{_ROOT}/state/{_LEVEL}", "screening/v1/device-state"),
+    (rf"{_ROOT}/alarms", "screening/v1/alarm"),
+    (rf"{_ROOT}/items/result", "screening/v1/item-result"),
+    (rf"{_ROOT}/items/alert", "screening/v1/item-alert"),
+    (rf"{_ROOT}/items/verdict", "screening/v1/item-verdict"),
+    (rf"{_ROOT}/ead/quality", "screening/v1/ead-quality"),
+    (rf"{_ROOT}/customs/screening_result", "customs/v1/screening-result"),
+    # before cmd/{name}: the default reply topic, and the reply topics central asks for under it, are
+    # replies, not a command named `reply`
+    (rf"{_ROOT}/cmd/reply(/[^+#]+)?", "screening/v1/command-reply"),
+    (rf"{_ROOT}/cmd/{_LEVEL}", "screening/v1/command"),
+    (rf"customs/v1/{_LEVEL}/instructions", "customs/v1/instruction"),
+    (rf"ead/v1/{_LEVEL}/records", "ead/v1/record"),
+))
+_DATE_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)")
 
 
 class ContractError(ValueError):
+    """A payload that breaks its schema; `problems` has one line per violation (`$.path: what is wrong`)."""
+
     def __init__(self, problems: list[str]) -> None:
         super().__init__("; ".join(problems))
         self.problems = problems
 
 
 def schema_for_topic(topic: str) -> str | None:
-    return next((sid for pattern, sid in _TOPICS if re.fullmatch(pattern, topic)), None)
+    """The schema id of what is published on a concrete topic of the contract; None for any other topic."""
+    return next((schema_id for pattern, schema_id in _TOPICS if pattern.fullmatch(topic)), None)
 
 
-def load(name: str) -> dict[str, Any]:
-    """One schema file of the package, by file name without `.schema.json`."""
-    text = resources.files("station").joinpath("schemas", f"{name}.schema.json").read_text(encoding="utf-8")
+def load(file_name: str) -> dict[str, Any]:
+    """One schema file of the package, e.g. `item-result.schema.json`."""
+    return _load(file_name)
+
+
+@cache
+def _load(file_name: str) -> dict[str, Any]:
+    text = resources.files("station").joinpath("schemas", file_name).read_text(encoding="utf-8")
     return dict(json.loads(text))
 
 
-_formats = FormatChecker()
+def problems(schema_id: str, payload: object) -> list[str]:
+    """Each way `payload` breaks the schema, one line each, as `$.path: what is wrong`; empty when valid."""
+    from jsonschema.exceptions import best_match
+
+    found: dict[str, None] = {}  # in order, once each (the envelope and a schema may both require a key)
+    for error in sorted(_validator(schema_id).iter_errors(payload), key=lambda e: str(e.json_path)):
+        cause = best_match(_closest(error.context)) if error.context else error
+        found[f"{cause.json_path}: {cause.message}"[:300]] = None
+    return list(found)
 
 
-def _date_time(value: object) -> bool:
-    """RFC 3339 with its zone (jsonschema checks date-time only with an optional package installed)."""
+def _closest(branches: list[Any]) -> list[Any]:
+    """Of an anyOf/oneOf's failed branches, those of the value's own type (a date-time that is not one
+    says so, rather than that it is not null)."""
+    return [e for e in branches if e.validator != "type"] or branches
+
+
+def parse(schema_id: str, payload: bytes) -> dict[str, Any]:
+    """An inbound payload as a dict; ContractError naming what is wrong when it is not UTF-8, not one JSON
+    object (NaN, Infinity and repeated keys are not JSON a stranger may send), or breaks the schema."""
+    if len(payload) > MAX_PAYLOAD:  # before decoding: a huge document is slow to decode
+        raise ContractError([f"$: larger than {MAX_PAYLOAD} bytes ({len(payload)})"])
+    data = _decode(payload)
+    if not isinstance(data, dict):
+        raise ContractError([f"$: expected a JSON object, got {_json_type(data)}"])
+    try:
+        found = problems(schema_id, data)
+    except RecursionError as err:
+        raise ContractError(["$: nested too deeply"]) from err
+    if found:
+        more = len(found) - MAX_PROBLEMS
+        raise ContractError(found[:MAX_PROBLEMS] + ([f"... and {more} more"] if more > 0 else []))
+    return data
+
+
+def _decode(payload: bytes) -> object:
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ContractError([f"$: not UTF-8 (byte {err.start})"]) from err
+    try:
+        return json.loads(text, parse_constant=_no_constant, object_pairs_hook=_no_repeats)
+    except json.JSONDecodeError as err:
+        raise ContractError([f"$: not JSON: {err.msg} at line {err.lineno} column {err.colno}"]) from err
+    except RecursionError as err:
+        raise ContractError(["$: not JSON we take: nested too deeply"]) from err
+    except ValueError as err:  # ours below, or an integer of more digits than Python converts
+        raise ContractError([f"$: not JSON we take: {err}"]) from err
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data = dict(pairs)
+    if len(data) < len(pairs):
+        repeated, times = Counter(key for key, _ in pairs).most_common(1)[0]
+        raise ValueError(f"the key {repeated!r} is given {times} times")
+    return data
+
+
+def _json_type(value: object) -> str:
+    names = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def is_date_time(value: object) -> bool:
+    """RFC 3339 `date-time`, the zone required (`Z` or `±hh:mm`); what is not a string is not ours to judge."""
     if not isinstance(value, str):
         return True
-    if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)", value):
-        raise ValueError(f"{value!r} is not an RFC 3339 date-time with a zone")
-    datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if not _DATE_TIME.fullmatch(value):
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:  # 2026-02-30, 25:00...
+        return False
     return True
-
-
-_formats.checks("date-time", raises=ValueError)(_date_time)
 
 
 @cache
 def _validator(schema_id: str) -> Draft202012Validator:
-    resources_ = [(BASE + f"{name}.schema.json", Resource.from_contents(load(name)))
-                  for name in [*SCHEMAS.values(), "envelope"]]
-    registry: Registry[Any] = Registry().with_resources(resources_)
-    return Draft202012Validator(load(SCHEMAS[schema_id]), registry=registry, format_checker=_formats)
+    from jsonschema import Draft202012Validator, FormatChecker
+
+    formats = FormatChecker(formats=())  # only the formats we check ourselves: none is silently skipped
+    formats.checks("date-time")(is_date_time)
+    return Draft202012Validator(load(SCHEMAS[schema_id]), registry=_registry(), format_checker=formats)
 
 
-def problems(schema_id: str, payload: object) -> list[str]:
-    """Each way `payload` breaks the schema, as `$.path: what is wrong`; empty when it is valid."""
-    errors = sorted(_validator(schema_id).iter_errors(payload), key=lambda e: list(e.absolute_path))
-    return [f"{e.json_path}: {e.message}"[:300] for e in errors]
+@cache
+def _registry() -> Registry[Any]:
+    """Every file of station/schemas/ under its `$id`, and under each schema id's folder: the files lie side
+    by side, so from any schema a reference to `{name}.schema.json` is that file. Nothing is fetched: a
+    reference to anything else is unresolvable."""
+    from referencing import Registry, Resource
 
-
-def parse(schema_id: str, payload: bytes) -> dict[str, Any]:
-    """An inbound payload as a dict, or ContractError naming what is wrong with it."""
-    try:
-        data = json.loads(payload.decode("utf-8"))
-    except UnicodeDecodeError as err:
-        raise ContractError([f"not UTF-8 (byte {err.start})"]) from err
-    except json.JSONDecodeError as err:
-        raise ContractError([f"not JSON: {err.msg} at line {err.lineno} column {err.colno}"]) from err
-    if not isinstance(data, dict):
-        raise ContractError([f"$: expected a JSON object, got {type(data).__name__}"])
-    found = problems(schema_id, data)
-    if found:
-        raise ContractError(found)
-    return data
+    folders = {BASE + schema_id.rsplit("/", 1)[0] + "/" for schema_id in SCHEMAS}
+    files = [(name, Resource.from_contents(load(name))) for name in (*SCHEMAS.values(), ENVELOPE)]
+    registry: Registry[Any] = Registry()
+    return registry.with_resources([(str(resource.id()), resource) for _, resource in files]
+                                   + [(folder + name, resource) for folder in folders for name, resource in files])

@@ -29,6 +29,7 @@ from station.config import (
 from station.daemon import Lane
 from station.store import Store
 from tests.conftest import Broker
+from tests.contract_check import validated
 from tests.station.ead.test_ead_bounds import AUDIT_MESSAGE
 from tests.station.ead.test_ead_record import record_dict
 from tests.test_faults import stored, until
@@ -62,7 +63,7 @@ def test_declarations_from_central_are_checked_weighed_against_the_scan_and_revi
             await client.subscribe("screening/v1/TEST/L1/#", qos=1)
             ready.set()
             async for message in client.messages:
-                published.append((str(message.topic), json.loads(bytes(message.payload))))  # type: ignore[arg-type]
+                published.append((str(message.topic), validated(str(message.topic), message.payload)))
 
     async def control(lane: Lane) -> None:
         assert lane.sim is not None

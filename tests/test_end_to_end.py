@@ -19,6 +19,7 @@ import pytest
 from simulator.stream import ItemStream
 from station.config import load_config
 from tests.conftest import Broker
+from tests.contract_check import validated
 
 pytestmark = pytest.mark.slow  # the whole lane runs: daemon, simulator (and broker)
 
@@ -54,7 +55,7 @@ async def receive(broker: Broker, results: int, alerts: int) -> dict[str, list[d
         await client.subscribe("screening/v1/TEST/L1/items/#", qos=1)
         async with asyncio.timeout(30):
             async for message in client.messages:
-                got[str(message.topic).rsplit("/", 1)[1]].append(json.loads(bytes(message.payload)))  # type: ignore[arg-type]
+                got[str(message.topic).rsplit("/", 1)[1]].append(validated(str(message.topic), message.payload))
                 if len(got["result"]) >= results and len(got["alert"]) >= alerts:
                     break
     return got

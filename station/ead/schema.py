@@ -1,6 +1,7 @@
 """The JSON Schema of an EAD record, generated from the pydantic model so the two cannot drift.
 
-`python -m station.ead.schema` writes docs/ead.schema.json; `--check` exits 1 when the file differs.
+`python -m station.ead.schema` writes station/schemas/ead-record.schema.json (the MQTT contract's schema of
+`ead/v1/{site}/records`, also docs/schemas/); `--check` exits 1 when the file differs.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 
 from station.ead.record import EadRecord
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "docs" / "ead.schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "ead-record.schema.json"
+SCHEMA_ID = "https://schemas.screening.example/ead/v1/record.schema.json"
 
 
 def ead_schema() -> dict[str, Any]:
@@ -22,7 +24,7 @@ def ead_schema() -> dict[str, Any]:
     schema = EadRecord.model_json_schema()
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": "ead.schema.json",
+        "$id": SCHEMA_ID,
         **schema,
         "description": "The CN 23 customs declaration of one postal item (UPU ITMATT), one JSON object per line "
                        "of an EAD file or per message on ead/v1/{site}/records. Fields customs needs may be "
@@ -36,7 +38,7 @@ def schema_text() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m station.ead.schema", description=__doc__)
-    parser.add_argument("--out", type=Path, default=SCHEMA_PATH, help="where to write (default: docs/ead.schema.json)")
+    parser.add_argument("--out", type=Path, default=SCHEMA_PATH, help=f"where to write (default: {SCHEMA_PATH})")
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 when the file is out of date")
     args = parser.parse_args(argv)
     text = schema_text()

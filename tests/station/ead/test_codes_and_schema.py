@@ -1,4 +1,4 @@
-"""The code tables load as published, and docs/ead.schema.json is the model's schema."""
+"""The code tables load as published, and station/schemas/ead-record.schema.json is the model's schema."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def test_every_detector_class_has_what_accounts_for_it() -> None:
 
 def test_the_schema_file_is_the_models_schema() -> None:
     assert json.loads(SCHEMA_PATH.read_text(encoding="utf-8")) == ead_schema(), \
-        "docs/ead.schema.json is out of date: run python -m station.ead.schema"
+        f"{SCHEMA_PATH} is out of date: run python -m station.ead.schema"
     assert main(["--check"]) == 0
 
 
