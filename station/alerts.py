@@ -8,9 +8,11 @@ it (the revision, the verdict), so a message stored twice or published twice is 
 
 The thumbnail is a JPEG of the console's standard view (`kernel.viewer.render_view`), its longer side
 at most THUMB_MAX_SIDE and its size at most THUMB_MAX_BYTES: the quality is stepped down until it fits.
-Only the `new` message carries it; an `update` or `end` of the same alert names the `new` message it
-came with (the scan cannot change during an alert: every message carries the same `image_sha256`), so
-a verdict never decodes an image and the link carries the bytes once per alert.
+The thumbnail itself, not a reference to fetch it by: central cannot reach into a lane's network (the
+console is a local service, with local accounts), and an alert must be shown where it arrives. Only
+the `new` message carries it; an `update` or `end` says it came with the alert's `new` (the scan cannot
+change during an alert: every message carries the same `scan_id` and `image_sha256`), so a verdict
+never decodes an image and the link carries the bytes once per alert.
 Pure, apart from reading the scan file it is given.
 """
 
@@ -50,15 +52,16 @@ class ThumbnailMissing(Exception):
     """No thumbnail could be made; str() says why (it goes into the alert's `thumbnail_missing`)."""
 
 
-def thumbnail_of(image: LoadedImage) -> Thumbnail:
-    """The standard view of `image`, shrunk and JPEG-encoded within the size bounds."""
+def thumbnail_of(image: LoadedImage, max_bytes: int = THUMB_MAX_BYTES) -> Thumbnail:
+    """The standard view of `image`, its longer side at most THUMB_MAX_SIDE, as a JPEG of at most
+    `max_bytes`: the first of THUMB_QUALITIES that fits. ThumbnailMissing when none does."""
     picture = render_view(image, View(), max_side=THUMB_MAX_SIDE)
     height, width = picture.shape[:2]
     for quality in THUMB_QUALITIES:
         ok, buf = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, quality])
-        if ok and buf.size <= THUMB_MAX_BYTES:
+        if ok and buf.size <= max_bytes:
             return Thumbnail(int(width), int(height), bytes(np.asarray(buf).tobytes()))
-    raise ThumbnailMissing(f"no JPEG of {width}x{height} fits in {THUMB_MAX_BYTES} bytes "
+    raise ThumbnailMissing(f"no JPEG of {width}x{height} fits in {max_bytes} bytes "
                            f"(quality down to {THUMB_QUALITIES[-1]})")
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
+from station import contract
 from station.domain import Reason, ReasonCode
 from station.ead.s10 import s10_problem
 from station.store import Store
@@ -82,22 +83,14 @@ class Instruction:
 
 
 def parse_instruction(payload: bytes) -> Instruction:
-    """An instruction from its MQTT payload (UTF-8 JSON). Raises InstructionInvalid naming the field.
-    (The checks here are what the contract's schema `customs/v1/instruction` will say; when
-    station.contract carries it, `_decoded` becomes `contract.parse(SCHEMA_ID, payload)`.)"""
-    return _instruction(_decoded(payload))
-
-
-def _decoded(payload: bytes) -> dict[str, Any]:
+    """An instruction from its MQTT payload (UTF-8 JSON). Raises InstructionInvalid naming the field:
+    first the contract's schema (`customs/v1/instruction`), then what a schema cannot say (the S10
+    check digit, a real date, printable text)."""
     try:
-        data = json.loads(payload.decode("utf-8"))
-    except UnicodeDecodeError as err:
-        raise InstructionInvalid(f"not UTF-8 (byte {err.start})") from err
-    except (json.JSONDecodeError, RecursionError) as err:
-        raise InstructionInvalid(f"not JSON: {err}") from err
-    if not isinstance(data, dict):
-        raise InstructionInvalid(f"$: expected a JSON object, got {type(data).__name__}")
-    return data
+        data = contract.parse(SCHEMA_ID, payload)
+    except contract.ContractError as err:
+        raise InstructionInvalid(str(err)) from err
+    return _instruction(data)
 
 
 def _instruction(data: dict[str, Any]) -> Instruction:
@@ -138,7 +131,9 @@ def _methods(value: object) -> tuple[str, ...]:
     for i, code in enumerate(value):
         if code not in known:
             raise InstructionInvalid(f"methods[{i}]: {str(code)[:20]!r} is not one of {', '.join(known)}")
-    return tuple(dict.fromkeys(value))
+        if code in value[:i]:
+            raise InstructionInvalid(f"methods[{i}]: {code} named twice")
+    return tuple(value)
 
 
 def _time(value: object) -> float:
@@ -158,7 +153,8 @@ _COLUMNS = "instruction_id, item_id, type, methods, text, issued_by, issued_at, 
 def store_instruction(store: Store, instruction: Instruction, received_at: float | None = None) -> bool:
     """Keep an instruction; True when it is new, False (and nothing changed) for an id seen before."""
     cur = store.db.execute(
-        f"INSERT INTO customs_instructions ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (instruction_id) DO NOTHING",
+        f"INSERT INTO customs_instructions ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)"
+        " ON CONFLICT (instruction_id) DO NOTHING",
         (instruction.instruction_id, instruction.item_id, instruction.type, json.dumps(list(instruction.methods)),
          instruction.text, instruction.issued_by, instruction.issued_at,
          time.time() if received_at is None else received_at))

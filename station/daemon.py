@@ -173,6 +173,7 @@ async def run_station(config: Config, *, lane: OpenLane | None = None, control: 
         if left := runtime.record_left_on_belt():
             log.warning("%d items were on the belt when the station last stopped: recorded UNCONFIRMED", left)
         central.subscriptions[topics.ead_records] = runtime.ead_message
+        central.subscriptions[topics.customs_instructions] = runtime.customs_message
         central.on_handler_error = lambda topic, detail: runtime.dispatch_alarm("INBOUND_ERROR", f"{topic}: {detail}")
         models = ModelSwitch(worker, runtime, threads=config.model.threads, why_none=why)
         async def selftest() -> dict[str, str]:

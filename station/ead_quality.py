@@ -2,9 +2,12 @@
 
 Every `interval_s` the station publishes, on `screening/v1/{site}/{lane}/ead/quality`, a summary of
 the declarations it received in that interval: by origin country (the sender's country) and by
-sender, how many records came, how many had at least one finding, and which reason codes. Posts
-use it to go back to the senders and origins whose data is poor (WCO-UPU guidance: improve the
-quality of EAD at the source). The message goes through the outbox like every other, so it is
+sender, how many records came, how many had at least one finding, and which reason codes; each code
+tagged with the WCO data-quality dimension it measures (completeness, accuracy, consistency,
+timeliness: `station.ead.codes.FINDING_DIMENSIONS`), and how many declarations came late: after
+their item had passed the gate, too late to decide it by (timeliness). Posts use it to go back to the
+senders and origins whose data is poor (WCO-UPU joint declaration, 2023: improve the quality and
+accuracy of the data exchanged). The message goes through the outbox like every other, so it is
 durable and in order with the item results.
 """
 
@@ -15,13 +18,14 @@ import json
 import multiprocessing
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from station.ead.checks import check_record
+from station.ead.codes import DIMENSIONS, FINDING_DIMENSIONS, LATE
 from station.ead.record import EadRecord
 from station.store import OutboxMessage, Store
 from station.writer import StoreWriter
@@ -29,15 +33,18 @@ from station.writer import StoreWriter
 TOP_SENDERS = 20  # the senders with the most defective records; the rest are counted, not named
 
 
-def summarise(records: list[EadRecord], since: float, until: float) -> dict[str, Any]:
-    """The quality summary of `records` (received between `since` and `until`, Unix seconds)."""
+def summarise(records: list[EadRecord], since: float, until: float, late: Collection[str] = ()) -> dict[str, Any]:
+    """The quality summary of `records` (received between `since` and `until`, Unix seconds); `late`:
+    the item ids among them whose declaration arrived after the item passed the gate."""
     by_country: dict[str, dict[str, Any]] = defaultdict(lambda: {"records": 0, "defective": 0, "codes": Counter()})
     by_sender: dict[tuple[str, str], dict[str, Any]] = defaultdict(
         lambda: {"records": 0, "defective": 0, "codes": Counter()})
     total: Counter[str] = Counter()
+    dimensions: Counter[str] = Counter()  # records with a finding in each dimension
     defective = 0
     for record in records:
         codes = sorted({r.code for r in check_record(record)})
+        dimensions.update({FINDING_DIMENSIONS[code] for code in codes})
         country, sender = record.sender.country, (record.sender.name, record.sender.country)
         for bucket in (by_country[country], by_sender[sender]):
             bucket["records"] += 1
@@ -46,6 +53,7 @@ def summarise(records: list[EadRecord], since: float, until: float) -> dict[str,
         total.update(codes)
         defective += bool(codes)
     senders = sorted(by_sender.items(), key=lambda kv: (-kv[1]["defective"], -kv[1]["records"], kv[0]))
+    late_records = [r for r in records if r.item_id in late]
     return {
         "schema": "screening/v1/ead-quality",
         "from": _iso(since), "to": _iso(until),
@@ -53,7 +61,22 @@ def summarise(records: list[EadRecord], since: float, until: float) -> dict[str,
         "by_origin_country": {c: _plain(v) for c, v in sorted(by_country.items())},
         "by_sender": [{"name": name, "country": country, **_plain(v)} for (name, country), v in senders[:TOP_SENDERS]],
         "senders_not_listed": max(0, len(senders) - TOP_SENDERS),
+        "dimensions": _dimensions(total, dimensions, len(late_records)),
+        "late": {"records": len(late_records),
+                 "by_origin_country": dict(sorted(Counter(r.sender.country for r in late_records).items()))},
     }
+
+
+def _dimensions(codes: Counter[str], records: Counter[str], late: int) -> dict[str, Any]:
+    """Per WCO dimension: how many records have a finding in it, and its codes with their counts (each
+    counted once per record, as `codes` is); a late declaration is a timeliness finding (LATE)."""
+    found: dict[str, Any] = {d: {"records": records[d], "codes": {}} for d in DIMENSIONS}
+    for code, count in sorted(codes.items()):
+        found[FINDING_DIMENSIONS[code]]["codes"][code] = count
+    if late:
+        found[FINDING_DIMENSIONS[LATE]]["records"] += late
+        found[FINDING_DIMENSIONS[LATE]]["codes"][LATE] = late
+    return found
 
 
 def _plain(bucket: dict[str, Any]) -> dict[str, Any]:
@@ -98,4 +121,15 @@ async def publish_quality(path: Path, writer: StoreWriter, topic: str, interval_
 def _summary(path: Path, since: float, until: float) -> dict[str, Any] | None:
     with Store(path) as store:
         records = store.ead_received(since, until)
-    return summarise(records, since, until) if records else None
+        late = late_declarations(store, since, until)
+    return summarise(records, since, until, late) if records else None
+
+
+def late_declarations(store: Store, since: float, until: float) -> set[str]:
+    """The item ids whose declaration (or its latest version) was received in [since, until) after an
+    item with that id had passed the gate."""
+    rows = store.db.execute(
+        "SELECT e.item_id FROM ead_records e WHERE e.received_at >= ? AND e.received_at < ? AND EXISTS"
+        " (SELECT 1 FROM items i WHERE i.item_id = e.item_id AND i.routed_at < e.received_at)",
+        (since, until)).fetchall()
+    return {str(r[0]) for r in rows}

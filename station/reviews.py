@@ -2,8 +2,11 @@
 
 Plain synchronous functions over a `Store`. In the daemon the writes (`record_verdict`, `undo_verdict`,
 `audit_refusal`) run on the writer thread and the reads on a reading connection. Guarantees:
-- a verdict (or its undo), its `items/verdict` message and its audit row are one transaction: all three
-  are stored or none is, and a refusal (`VerdictError`) stores nothing;
+- a verdict (or its undo), its `items/verdict` message, its alert (`end`; an undo's `update` re-opens
+  it), its customs screening result (for an item customs referred) and its audit row are one
+  transaction: all are stored or none is, and a refusal (`VerdictError`) stores nothing;
+- while customs holds an item (hold, do_not_load, screen: `station.customs.active`), CLEARED and
+  FALSE_ALARM are refused with the instruction named;
 - the checks run inside that transaction (BEGIN IMMEDIATE), so two consoles cannot both judge one item;
   the schema holds it too (one verdict not undone per item, `verdicts_current`);
 - an item is in the queue while it is INSPECT and has no verdict that is not undone;
@@ -19,10 +22,14 @@ import sqlite3
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
+from station import customs
+from station.alerts import alert_payload
 from station.domain import Detected, Reason, RuleHit
 from station.ead.record import EadRecord
+from station.lane.recorder import stored_result
+from station.mqtt_link import Topics
 from station.store import OutboxMessage, Store, append_audit, append_outbox
 
 VERDICTS = ("CLEARED", "THREAT", "REFERRED", "FALSE_ALARM")
@@ -68,6 +75,7 @@ class Verdict:
     undone_at: float | None
     undone_by: str | None
     override: bool  # it goes against the detector (`is_override`)
+    methods: tuple[str, ...] = ()  # screening methods used besides the X-ray (station.customs.METHODS)
 
     @property
     def undone(self) -> bool:
@@ -116,6 +124,8 @@ class ItemView:
     declared_weight_kg: float | None
     measured_weight_kg: float | None
     verdicts: tuple[Verdict, ...]
+    instructions: tuple[customs.Instruction, ...] = ()  # customs' for its S10 id, in customs' order
+    held: customs.Instruction | None = None  # customs' referral in force: no CLEARED, no FALSE_ALARM
 
     @property
     def machine_threat(self) -> bool:
@@ -154,15 +164,28 @@ def is_override(verdict: str, machine_threat: bool) -> bool:
 
 def record_verdict(store: Store, item_id: int, verdict: str, by: str, *, topic: str, site: str, lane: str,
                    threat_class: str | None = None, reason_code: str | None = None, note: str | None = None,
-                   shown_at: float | None = None, now: float | None = None) -> Verdict:
+                   shown_at: float | None = None, now: float | None = None, methods: tuple[str, ...] = (),
+                   alert_topic: str | None = None, screening_topic: str | None = None) -> Verdict:
     """Store `by`'s verdict on item `item_id` (items.id) with its message on `topic` and its audit row, in
-    one transaction. VerdictError, and nothing stored, for an unknown item, a CLEAR item, an item with a
-    verdict already (not undone), and a value the verdict does not allow."""
+    one transaction; with `alert_topic`, the item's alert `end`; with `screening_topic`, for an item that
+    customs referred, the screening result answering the referral. `methods`: what the operator used
+    besides the X-ray. VerdictError, and nothing stored, for an unknown item, a CLEAR item, an item with a
+    verdict already (not undone), a CLEARED or FALSE_ALARM while customs holds the item, and a value the
+    verdict does not allow."""
     at = time.time() if now is None else now
     note = (note or "").strip() or None
     _check_values(verdict, by, threat_class, reason_code, note, shown_at)
+    try:
+        methods = customs.check_methods(list(methods))
+    except ValueError as err:
+        raise VerdictError(str(err)) from err
     with store.transaction() as db:
         item = _inspect_item(db, item_id)
+        held = customs.active(db, item["item_id"]) if item["item_id"] else None
+        if held is not None and verdict in ("CLEARED", "FALSE_ALARM"):
+            raise VerdictError(f"customs holds item {item_id} ({held.type.replace('_', ' ')}, instruction "
+                               f"{held.instruction_id} from {held.issued_by}): {verdict} is refused until customs "
+                               "releases it; give THREAT or REFERRED")
         threat = _machine_threat(db, item_id)
         override = is_override(verdict, threat)
         if override and reason_code is None:
@@ -170,23 +193,31 @@ def record_verdict(store: Store, item_id: int, verdict: str, by: str, *, topic: 
             raise VerdictError(f"{verdict} goes against the detector, which {found}: pick a reason "
                                f"({', '.join(OVERRIDE_REASONS)})")
         verdict_id = db.execute("INSERT INTO verdicts (item, verdict, threat_class, reason_code, note, by, at,"
-                                " shown_at) VALUES (?,?,?,?,?,?,?,?)",
-                                (item_id, verdict, threat_class, reason_code, note, by, at, shown_at)).lastrowid
+                                " shown_at, methods) VALUES (?,?,?,?,?,?,?,?,?)",
+                                (item_id, verdict, threat_class, reason_code, note, by, at, shown_at,
+                                 json.dumps(list(methods)))).lastrowid
         assert verdict_id is not None
         given = Verdict(verdict_id, item_id, verdict, threat_class, reason_code, note, by, at, shown_at, None, None,
-                        override)
+                        override, methods)
         payload = _payload(item, given, site, lane)
         append_outbox(db, [OutboxMessage(str(payload["msg_id"]), topic, json.dumps(payload))])
-        details = " ".join(x for x in (verdict, threat_class, reason_code) if x)
+        if alert_topic is not None:  # the alert is dealt with
+            append_outbox(db, [_alert(db, item, f"verdict/{verdict_id}", "end", f"verdict: {verdict} by {by}",
+                                      Topics(site, lane), alert_topic)])
+        if screening_topic is not None:
+            append_outbox(db, _screening_result(db, item, given, Topics(site, lane), screening_topic))
+        details = " ".join(x for x in (verdict, threat_class, reason_code, *methods) if x)
         append_audit(db, by, f"verdict {item_id} ({item['item_id'] or 'no id'}) {details}", at)
     return given
 
 
 def undo_verdict(store: Store, verdict_id: int, by: str, *, topic: str, site: str, lane: str,
-                 now: float | None = None, window_s: float = UNDO_WINDOW_S) -> Verdict:
+                 now: float | None = None, window_s: float = UNDO_WINDOW_S, alert_topic: str | None = None) -> Verdict:
     """Take back a verdict: only the operator who gave it, within `window_s` of giving it, once. Marks it
-    undone, queues the UNDONE message and appends the audit row in one transaction; the item is back in
-    the queue. Returns the verdict as it is now (undone)."""
+    undone, queues the UNDONE message (and, with `alert_topic`, the alert's `update` that re-opens it)
+    and appends the audit row in one transaction; the item is back in the queue. Returns the verdict as
+    it is now (undone). A screening result sent to customs stays sent: the next verdict sends another,
+    later one for the same referral."""
     at = time.time() if now is None else now
     with store.transaction() as db:
         row = db.execute("SELECT * FROM verdicts WHERE id = ?", (verdict_id,)).fetchone()
@@ -203,9 +234,37 @@ def undo_verdict(store: Store, verdict_id: int, by: str, *, topic: str, site: st
         undone = replace(_verdict(row, _machine_threat(db, row["item"])), undone_at=at, undone_by=by)
         payload = _payload(item, undone, site, lane)
         append_outbox(db, [OutboxMessage(str(payload["msg_id"]), topic, json.dumps(payload))])
+        if alert_topic is not None and item["decision"] == "INSPECT":  # the alert is open again
+            append_outbox(db, [_alert(db, item, f"verdict/{verdict_id}/undo", "update", f"verdict undone by {by}",
+                                      Topics(site, lane), alert_topic)])
         append_audit(db, by, f"undo verdict {verdict_id} on {row['item']} ({item['item_id'] or 'no id'}) "
                              f"{row['verdict']}", at)
     return undone
+
+
+def _alert(db: sqlite3.Connection, item: sqlite3.Row, cause: str, event: Literal["update", "end"], change: str,
+           topics: Topics, topic: str) -> OutboxMessage:
+    """The item's alert message for a verdict (`end`) or its undo (`update`): msg_id `{uid}/alert/{cause}`."""
+    payload = alert_payload(stored_result(db, item, topics), msg_id=f"{item['uid']}/alert/{cause}", event=event,
+                            changes=[change], thumbnail=None)
+    return OutboxMessage(str(payload["msg_id"]), topic, json.dumps(payload))
+
+
+def _screening_result(db: sqlite3.Connection, item: sqlite3.Row, given: Verdict, topics: Topics,
+                      topic: str) -> list[OutboxMessage]:
+    """The answer to customs' referral of the item, if customs referred it (now or before)."""
+    referral = customs.referral(db, item["item_id"]) if item["item_id"] else None
+    if referral is None:
+        return []
+    before = db.execute("SELECT id FROM verdicts WHERE item = ? AND undone_at IS NOT NULL ORDER BY id DESC LIMIT 1",
+                        (item["id"],)).fetchone()
+    remarks = "; ".join(x for x in (given.note, f"replaces the result of verdict {before['id']}, undone"
+                                    if before else None) if x)
+    payload = customs.screening_result(
+        referral, item, msg_id=f"{item['uid']}/screening_result/{referral.instruction_id}/{given.id}",
+        site=topics.site, lane=topics.lane, verdict=given.verdict, methods=given.methods, person=given.by,
+        at=given.at, remarks=remarks)
+    return [OutboxMessage(str(payload["msg_id"]), topic, json.dumps(payload))]
 
 
 def audit_refusal(store: Store, who: str, action: str, why: str, *, now: float | None = None) -> None:
@@ -297,7 +356,7 @@ def _codes(reasons_json: str) -> tuple[str, ...]:
 def _verdict(row: sqlite3.Row, machine_threat: bool) -> Verdict:
     return Verdict(row["id"], row["item"], row["verdict"], row["threat_class"], row["reason_code"], row["note"],
                    row["by"], row["at"], row["shown_at"], row["undone_at"], row["undone_by"],
-                   is_override(row["verdict"], machine_threat))
+                   is_override(row["verdict"], machine_threat), tuple(json.loads(row["methods"] or "[]")))
 
 
 # ---- the queue -----------------------------------------------------------------------------------
@@ -364,7 +423,9 @@ def item_view(store: Store, item_pk: int) -> ItemView | None:
         routed_at=row["routed_at"], revision=row["revision"], detections=detections, declaration=declaration,
         ead_findings=tuple(_reason(r) for r in evidence.get("ead_findings") or ()),
         rules_fired=tuple(_hit(h) for h in explanation.get("trace") or ()),
-        declared_weight_kg=declared, measured_weight_kg=evidence.get("measured_weight_kg"), verdicts=verdicts)
+        declared_weight_kg=declared, measured_weight_kg=evidence.get("measured_weight_kg"), verdicts=verdicts,
+        instructions=tuple(customs.instructions_for(store.db, row["item_id"])) if row["item_id"] else (),
+        held=customs.active(store, row["item_id"]) if row["item_id"] else None)
 
 
 def _reason(r: dict[str, Any]) -> Reason:

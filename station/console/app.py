@@ -28,7 +28,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from station import reviews
+from station import customs, reviews
 from station.accounts import authenticate, users
 from station.config import WebSection
 from station.console import live, queries
@@ -68,7 +68,7 @@ class Console:
         self.shared = live.Shared()  # what every open page of a kind shows alike, made once
         self.templates = Jinja2Templates(env=Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True))
         self.templates.env.globals.update(tools=TOOLS, verdicts=queries.CHOICES,
-                                          override_reasons=reviews.OVERRIDE_REASONS)
+                                          override_reasons=reviews.OVERRIDE_REASONS, screening_methods=customs.METHODS)
         self.templates.env.filters.update(clock=live.clock, ago=live.ago, when=live.when)
         for name in self.templates.env.list_templates():  # compiled now, not on the lane's loop at a first visit
             self.templates.env.get_template(name)
@@ -304,11 +304,14 @@ class Console:
             value = form.get(key)
             return value.strip() or None if isinstance(value, str) else None
 
+        methods = tuple(str(m) for m in form.getlist("methods"))
+
         def judge(store: Store) -> reviews.Verdict:
             return reviews.record_verdict(store, pk, text("verdict") or "", session.user, topic=topics.verdict,
                                           site=topics.site, lane=topics.lane, shown_at=shown,
                                           threat_class=text("threat_class"), reason_code=text("reason_code"),
-                                          note=text("note"))
+                                          note=text("note"), methods=methods, alert_topic=topics.alert,
+                                          screening_topic=topics.screening_result)
         try:
             done = await self._write(judge)
         except reviews.VerdictError as err:
@@ -330,7 +333,7 @@ class Console:
 
         def undo(store: Store) -> reviews.Verdict:
             return reviews.undo_verdict(store, vid, session.user, topic=topics.verdict, site=topics.site,
-                                        lane=topics.lane)
+                                        lane=topics.lane, alert_topic=topics.alert)
         try:
             undone = await self._write(undo)
         except reviews.VerdictError as err:

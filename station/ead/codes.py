@@ -75,3 +75,25 @@ def threat_accounts() -> dict[str, Accounts]:
         target.setdefault(row["class"], []).append(row["value"].lower())
     return {label: Accounts(tuple(hs.get(label, ())), tuple(words.get(label, ())))
             for label in hs.keys() | words.keys()}
+
+
+# ---- the WCO data-quality dimensions of each finding ---------------------------------------------
+
+Dimension = Literal["completeness", "accuracy", "consistency", "timeliness"]
+DIMENSIONS: tuple[Dimension, ...] = get_args(Dimension)
+LATE = "EAD_LATE"  # not a finding of the record: it reached the station after its item passed the gate
+# Each finding code of station/ead/checks.py (and LATE) in the one WCO data-quality dimension it
+# measures, for the feedback to the post (station/ead_quality.py; tests check that every code has one).
+FINDING_DIMENSIONS: dict[str, Dimension] = {
+    "EAD_INCOMPLETE": "completeness",  # a field customs needs is empty (or an unknown code, as useless)
+    "HS_CODE_MISSING": "completeness",
+    "S10_INVALID": "accuracy",  # the item id is not a valid S10 id
+    "VAGUE_DESCRIPTION": "accuracy",  # the goods are not described precisely enough to be known
+    "HS_CODE_INVALID": "accuracy",
+    "VALUE_IMPLAUSIBLE": "accuracy",
+    "WEIGHT_MISMATCH": "accuracy",  # the declaration against the world: the scale
+    "CONTENT_MISMATCH": "accuracy",  # ... and the X-ray
+    "TOTALS_INCONSISTENT": "consistency",  # the declaration against itself
+    "CATEGORY_INCONSISTENT": "consistency",
+    LATE: "timeliness",
+}

@@ -619,6 +619,8 @@ class LaneCore:
         else:
             track.ead_state = "found" if ev.found else "missing"
             track.ead_version, track.ead_record, track.ead_findings = ev.version, ev.record, ev.findings
+            if ev.customs is not None:
+                track.add_problem(ev.customs.code, ev.customs.detail)
 
     def _on_ead_arrived(self, ev: m.EadArrived) -> None:
         """A declaration arrived (or was amended) after its item's look-up. An item still short of its

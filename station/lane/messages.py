@@ -80,6 +80,7 @@ class EadResolved:
     version: int | None = None
     record: EadRecord | None = None
     findings: tuple[Reason, ...] = ()  # the record's own quality checks (station.ead.checks.check_record)
+    customs: Reason | None = None  # a customs referral in force for the item (as CustomsInstructed gives it)
 
 
 @dataclass(frozen=True)
@@ -148,8 +149,8 @@ class AlarmCleared:
 
 
 Event = (Snapshot | PlcLink | BarcodeScanned | ScanStarted | ScanDone | InterlockChanged | InferenceDone
-         | InferenceFailed | EadResolved | EadArrived | CustomsInstructed | Operator | Tick | ModelChanged | StoreFull | ReaderLink
-         | AlarmCleared)
+         | InferenceFailed | EadResolved | EadArrived | CustomsInstructed | Operator | Tick | ModelChanged | StoreFull
+         | ReaderLink | AlarmCleared)
 
 
 # ---- commands -----------------------------------------------------------------------------------

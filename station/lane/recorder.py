@@ -12,16 +12,18 @@ revision number, and one that changes nothing stores nothing. Each stored revisi
 (`station.alerts`): `new`, `update` or `end` as the item's review opens, stays open or closes.
 
 The alert's thumbnail is rendered here, on the writer's thread, from the kept scan, for INSPECT items
-only. Measured on a 2048x1365 16-bit scan (median of 20, this 2-core box): from the kept file 13 ms
-(.xde, the simulator's) to 41 ms (16-bit PNG); from the image the inference worker has already decoded,
-8-10 ms. The worker would add those ms to every item's inference, CLEAR ones too, and so to every
-decision; here they cost no decision and no PLC poll (OpenCV releases the GIL: the event loop woke at
-most 0.7 ms late meanwhile), only the writer's time, one INSPECT item at a time.
+only. Measured on a 2048x1365 16-bit scan (bench/thumbnail.py, median of 20, a shared 2-core box):
+from the kept file 11-13 ms (.xde, the simulator's) to 40 ms (16-bit PNG, its decode); from the image
+the inference worker has already decoded, 8-10 ms. The worker would add those ms to every item's
+inference, CLEAR ones too, and so to every decision; here they cost no decision and no PLC poll
+(OpenCV releases the GIL: the event loop woke at most 0.7 ms late meanwhile), only the writer's time,
+one INSPECT item at a time, and a revision that opens an alert needs the kept file anyway.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import sqlite3
@@ -112,7 +114,7 @@ class Recorder:
         for row in self.store.items_for(record.item_id):
             if change(row) is None:  # worked out again on the writer's thread, from the row as it is then
                 continue
-            self._submit(lambda store, uid=row["uid"]: self._revise_stored(store, uid, change))
+            self._submit(functools.partial(self._revise_stored, uid=str(row["uid"]), change=change))
             count += 1
             log.info("item %s (%s) to be decided again with a late declaration", row["uid"], record.item_id)
         return count
@@ -188,7 +190,8 @@ class Recorder:
             stored = stored_row(row)
             revised = replace(stored, decision="INSPECT", score=max(stored.score, 0.5),
                               reasons=[*stored.reasons, reason_json(reason)])
-            weight, findings = None, ()
+            weight: float | None = None
+            findings: tuple[Reason, ...] = ()
         else:
             evidence = _evidence(row)
             if reason.code not in {r.code for r in evidence.lane_problems}:
@@ -206,15 +209,21 @@ class Recorder:
         """Store an item with its messages on the writer's thread, its scan moved out of the spool first.
         Then an instruction customs sent before the item was stored, which the lane could not apply on
         the belt (the item had passed the gate, or its CLEAR could not be recalled), revises it at once."""
-        kept: list[str | None] = []  # the image is moved once, however often a full disk makes the job retry
+        # The image is moved, the thumbnail made and the item stored once, however often a full disk
+        # makes the job run again.
+        kept: list[str | None] = []
+        messages: list[OutboxMessage] = []
+        recorded: list[bool] = []
         loop = asyncio.get_running_loop()
 
         def job(store: Store) -> None:
             if not kept:
                 kept.append(self._keep_image(spooled, row.scan_id, row.uid, loop))
-            stored = replace(row, image_path=kept[0])
-            store.record_item(stored, self._messages(payload, store.db, None, [], image_path=kept[0]),
-                              on_belt_key=on_belt_key)
+            if not messages:
+                messages.extend(self._messages(payload, store.db, None, [], image_path=kept[0]))
+            if not recorded:
+                store.record_item(replace(row, image_path=kept[0]), messages, on_belt_key=on_belt_key)
+                recorded.append(True)
             instruction = customs.active(store, row.item_id) if row.item_id else None
             if instruction is not None:
                 self._revise_stored(store, row.uid, lambda now: self._with_instruction(now, instruction))
@@ -271,10 +280,14 @@ class Revision:
 
 
 def _thumbnail(path: str | None) -> Thumbnail | ThumbnailMissing:
+    """The alert's thumbnail, or why there is none: never an error that would cost the item its record."""
     try:
         return thumbnail_file(path)
     except ThumbnailMissing as missing:
         return missing
+    except Exception as err:  # a bug or an exhausted machine: the item is stored all the same
+        log.exception("thumbnail of %s failed", path)
+        return ThumbnailMissing(f"the thumbnail could not be made: {type(err).__name__}: {err}")
 
 
 def _evidence(row: sqlite3.Row) -> Evidence:

@@ -28,8 +28,9 @@ from drivers.health import DeviceHealth, HealthState
 from drivers.plc import Plc, PlcError, PlcWriteError
 from drivers.scanner import Scanner
 from drivers.scanner_events import Interlock, ScanDone, ScanStarted
+from station import customs
 from station.alarms import NOTICES, STATION, ActiveAlarm, AlarmBook, alarm_payload
-from station.domain import Decision, Evidence
+from station.domain import Decision, Evidence, Reason, ReasonCode
 from station.ead.checks import check_record
 from station.ead.record import EadRecord, RecordInvalid, parse_json_record
 from station.inference import InferenceProblem, InferenceWorker
@@ -126,14 +127,25 @@ class LaneRuntime:
                 self._store_item(cmd)
 
     def _look_up(self, track_id: int, item_id: str) -> m.EadResolved:
-        """The item's declaration from the local store: never waits on the network, nor on the writer."""
+        """The item's declaration from the local store: never waits on the network, nor on the writer.
+        A customs referral in force for the item comes with it."""
         try:
             record = self.store.ead_for(item_id)
         except (sqlite3.Error, ValueError) as err:  # unreadable: fail safe, as if none had come
             self.dispatch_alarm("EAD_LOOKUP_FAILED", f"{item_id}: {err}")
             record = None
         return m.EadResolved(time.monotonic(), track_id, record is not None, record.version if record else None,
-                             record, check_record(record) if record else ())
+                             record, check_record(record) if record else (), self._referral(item_id))
+
+    def _referral(self, item_id: str) -> Reason | None:
+        """The reason of customs' referral in force for the item; unreadable: the customs reason that says so
+        (INSPECT: a hold the station cannot read must not let the item go)."""
+        try:
+            held = customs.active(self.store, item_id)
+        except (sqlite3.Error, ValueError) as err:
+            self.dispatch_alarm("CUSTOMS_LOOKUP_FAILED", f"{item_id}: {err}")
+            return Reason(ReasonCode.CUSTOMS_HOLD, f"customs instructions could not be read: {err}")
+        return None if held is None else held.reason()
 
     def ead_message(self, topic: str, payload: bytes) -> None:
         """A declaration from central (MQTT): checked, cached, and applied to its item, on the belt or
@@ -147,6 +159,32 @@ class LaneRuntime:
         future = self.writer.submit(lambda store: store.upsert_ead(record, source="mqtt"), want_result=True)
         assert future is not None
         future.add_done_callback(lambda done: self._ead_stored(topic, record, done))
+
+    def customs_message(self, topic: str, payload: bytes) -> None:
+        """An instruction from customs (MQTT): checked, stored, and applied to its item, on the belt or
+        already past the gate. A bad message is the alarm CUSTOMS_REJECTED naming the problem; it
+        changes nothing stored. An instruction id seen before changes nothing either."""
+        try:
+            instruction = customs.parse_instruction(payload)
+        except customs.InstructionInvalid as err:
+            self.dispatch_alarm("CUSTOMS_REJECTED", f"{topic}: {err}")
+            return
+        future = self.writer.submit(lambda store: customs.store_instruction(store, instruction), want_result=True)
+        assert future is not None
+        future.add_done_callback(lambda done: self._customs_stored(topic, instruction, done))
+
+    def _customs_stored(self, topic: str, instruction: customs.Instruction, done: asyncio.Future[bool]) -> None:
+        if (err := done.exception()) is not None:
+            self.dispatch_alarm("CUSTOMS_NOT_STORED", f"{topic}: {instruction.instruction_id}: {err}")
+            return
+        if not done.result():
+            log.info("customs instruction %s seen before: nothing to do", instruction.instruction_id)
+            return
+        log.info("customs %s for %s (instruction %s from %s)", instruction.type, instruction.item_id,
+                 instruction.instruction_id, instruction.issued_by)
+        if instruction.refers:  # a release or an info changes no decision (a release lifts the console's block)
+            self.dispatch(m.CustomsInstructed(time.monotonic(), instruction.item_id, instruction.reason()))
+            self.recorder.instructed(instruction)
 
     def _ead_stored(self, topic: str, record: EadRecord, done: asyncio.Future[bool]) -> None:
         err = done.exception()

@@ -15,6 +15,7 @@ import pytest
 
 from station.kernel.detector import DEFAULT_MODEL
 from tests.console.conftest import Station, login, messages, shot, wait_until
+from tests.console.test_console_http import customs_says, item_id_of
 
 pytestmark = pytest.mark.slow
 
@@ -230,3 +231,36 @@ def test_the_technicians_writes_wait_for_maintenance_and_the_lane_comes_back(sta
                    "scanner self-test refused: lane RUNNING", f"model-load {DEFAULT_MODEL}", "model-rollback"):
         assert station.count("SELECT count(*) FROM audit WHERE who = 'tom' AND action = ?", action) == 1, action
     tom.context.close()
+
+
+def test_a_held_item_shows_customs_beside_the_declaration_and_its_clear_keys_give_nothing(
+        station: Station, browser: Any) -> None:
+    wait_until("an item to judge", lambda: pending(station) >= 1, 60)
+    page = login(browser, station, "bob")
+
+    def opened() -> int | None:
+        """The newest unjudged INSPECT item with an S10 id that no one else is judging, opened by bob."""
+        with station.db() as db:
+            rows = db.execute("SELECT id FROM items i WHERE decision = 'INSPECT' AND item_id IS NOT NULL AND NOT "
+                              "EXISTS (SELECT 1 FROM verdicts v WHERE v.item = i.id AND v.undone_at IS NULL) "
+                              "ORDER BY id DESC").fetchall()
+        return next((row["id"] for row in rows if page.goto(f"{station.url}/items/{row['id']}").status == 200), None)
+    pk = wait_until("an item bob may judge", opened, 60)
+    customs_says(station, "LHR-DNL-9", item_id_of(station, pk), "do_not_load", text="lithium batteries declared")
+    page.reload()
+    box = page.locator("[data-customs]")
+    assert box.is_visible() and "do not load" in box.inner_text() and "lithium batteries declared" in box.inner_text()
+    assert page.locator("[data-customs-held]").is_visible()  # in the decision's head, too
+    declaration = page.locator("h3", has_text="Declaration (CN 23)")
+    assert box.bounding_box()["y"] < declaration.bounding_box()["y"]  # type: ignore[index]  # just above it
+    assert page.locator('[data-verdict="CLEARED"]').is_disabled()
+    assert page.locator('[data-verdict="FALSE_ALARM"]').is_disabled()
+    assert page.locator(".methods input[name=methods]").count() == 7
+    for key in ("c", "f"):  # the operator's keys for the two verdicts customs' hold refuses
+        page.keyboard.press(key)
+        assert page.url.endswith(f"/items/{pk}"), "a refused verdict was submitted"
+        assert "customs do not load" in page.locator("[data-verdict-hint]").inner_text()
+    shot(page, "item-customs-held")
+    assert station.count("SELECT count(*) FROM verdicts WHERE item = ?", pk) == 0
+    page.context.close()
+

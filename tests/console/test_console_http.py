@@ -4,12 +4,16 @@ and the audit chain."""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import sqlite3
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -179,3 +183,68 @@ def test_an_account_disabled_at_the_box_is_logged_out(station: Station) -> None:
         page = dave.get("/login")
         again = dave.post("/login", data={"name": "dave", "password": "salt-pier-006", "csrf": csrf_of(page.text)})
         assert again.status_code == 401
+
+
+def customs_says(station: Station, instruction_id: str, item_id: str, kind: str, **more: object) -> None:
+    """Customs sends an instruction for `item_id` over the station's broker; returns once the station has stored it."""
+    payload = json.dumps({"instruction_id": instruction_id, "item_id": item_id, "type": kind,
+                          "issued_by": "customs-LHR", "issued_at": datetime.now(UTC).isoformat(), **more})
+    subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(station.broker.port), "-q", "1",
+                    "-t", "customs/v1/SITE-1/instructions", "-m", payload], check=True, timeout=10)
+    wait_until(f"instruction {instruction_id} stored", lambda: station.count(
+        "SELECT count(*) FROM customs_instructions WHERE instruction_id = ?", instruction_id), 15)
+
+
+def test_a_customs_hold_is_shown_blocks_clearing_until_released_and_the_verdict_answers_customs(
+        station: Station, tmp_path: Path) -> None:
+    feed = tmp_path / "customs.jsonl"
+    with feed.open("w") as sink, station.client("alice") as alice:
+        topics = ["-t", "screening/v1/+/+/customs/screening_result", "-t", "screening/v1/+/+/items/alert"]
+        sub = subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(station.broker.port), "-q", "1", "-v",
+                                *topics], stdout=sink, stderr=subprocess.DEVNULL)
+        try:
+            def with_an_id() -> tuple[int, str, bool] | None:
+                no_id = frozenset(int(n) for (n,) in station.db().execute("SELECT id FROM items WHERE item_id IS NULL"))
+                found = an_item_to_judge(station, alice, skip=no_id)
+                return found if item_id_of(station, found[0]) else None
+            pk, _, threat = wait_until("an item with an S10 id to judge", with_an_id, 60)
+            item_id = item_id_of(station, pk)
+            customs_says(station, "LHR-H-1", item_id, "screen", methods=["ETD"], text="check the lining")
+            page = alice.get(f"/items/{pk}")
+            assert page.status_code == 200
+            assert "data-customs-held" in page.text and "check the lining" in page.text and "customs-LHR" in page.text
+            for code in ("CLEARED", "FALSE_ALARM"):
+                assert re.search(rf'data-verdict="{code}"[^>]*\sdisabled', page.text), code
+            assert not re.search(r'data-verdict="THREAT"[^>]*\sdisabled', page.text)
+            token = csrf_of(page.text)
+            extra = {"reason_code": "BENIGN_LOOKALIKE"} if threat else {}
+            refused = alice.post(f"/items/{pk}/verdict", data={"verdict": "CLEARED", "csrf": token, **extra})
+            assert refused.status_code == 422 and "customs holds item" in refused.text
+            assert station.count("SELECT count(*) FROM verdicts WHERE item = ?", pk) == 0
+            assert station.count("SELECT count(*) FROM audit WHERE who = 'alice' AND action LIKE ?",
+                                 f"refused: verdict on item {pk}: customs holds item%") == 1
+            customs_says(station, "LHR-R-1", item_id, "release")
+            page = alice.get(f"/items/{pk}")
+            assert "data-customs-held" not in page.text and "LHR-H-1" in page.text  # shown, no longer in force
+            assert not re.search(r'data-verdict="CLEARED"[^>]*\sdisabled', page.text)
+            given = alice.post(f"/items/{pk}/verdict", data={"verdict": "CLEARED", "csrf": csrf_of(page.text),
+                                                            "methods": ["PHS", "ETD"], **extra})
+            assert given.status_code == 303, given.text
+            vid = int(given.headers["location"].rsplit("undo=", 1)[1])
+
+            def answered() -> list[dict[str, Any]]:
+                return [m for m in messages(feed) if m.get("referral_reference") == "LHR-H-1"]
+            (result,) = wait_until("the screening result on the broker", answered, 15)
+            assert (result["item_id"], result["result"], result["person"]) == (item_id, "NO_THREAT_FOUND", "alice")
+            assert result["methods"] == ["XRY", "PHS", "ETD"] and result["scan_reference"]["item_uid"]
+            ended = wait_until("the alert's end", lambda: [m for m in messages(feed)
+                                                           if m.get("msg_id", "").endswith(f"/alert/verdict/{vid}")])
+            assert ended[0]["event"] == "end" and ended[0]["changes"] == ["verdict: CLEARED by alice"]
+        finally:
+            sub.terminate()
+            sub.wait(timeout=10)
+
+
+def item_id_of(station: Station, pk: int) -> str:
+    with station.db() as db:
+        return str(db.execute("SELECT item_id FROM items WHERE id = ?", (pk,)).fetchone()[0] or "")

@@ -130,6 +130,11 @@ const form = $("[data-verdict-form]");
 const machineThreat = form && form.dataset.machineThreat === "1";
 function choose(code, withNote) {
   if (!form) return;
+  const button = $(`[data-verdict="${code}"]`, form);
+  if (button && button.disabled) {  // refused while customs holds the item: say why, give nothing
+    $$("[data-verdict-hint]", form).forEach((el) => { el.textContent = button.title; });
+    return;
+  }
   form.elements.verdict.value = code;
   $$("[data-verdict]", form).forEach((b) => b.setAttribute("aria-pressed", b.dataset.verdict === code ? "true" : "false"));
   const needsClass = code === "THREAT";
