@@ -48,7 +48,7 @@ from station.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
-BATCH = 200  # messages in flight at once; paho keeps them in order on the wire
+BATCH = 60  # outbox messages handed to paho at once (its in-flight window is 20): enough to keep the wire busy
 GOODBYE_S = 2.0  # at a clean stop, how long the outbox may still drain before `offline`
 
 
@@ -192,6 +192,7 @@ class CentralLink:
         self._client: aiomqtt.Client | None = None
         self._wake = asyncio.Event()
         self._stopping = False
+        self._said_goodbye = asyncio.Event()  # set once `goodbye` is done: the connection then closes
         self._commands_running: set[asyncio.Task[None]] = set()
 
     def notify(self) -> None:
@@ -222,7 +223,11 @@ class CentralLink:
                 self._client = None
             if self._stopping:
                 return
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            try:  # the backoff, cut short by a goodbye
+                async with asyncio.timeout(delay * random.uniform(0.5, 1.0)):
+                    await self._said_goodbye.wait()
+            except TimeoutError:
+                pass
             delay = min(delay * 2, self.backoff[1])
 
     async def _next_session(self) -> int:
@@ -252,6 +257,7 @@ class CentralLink:
     async def _begin(self, client: aiomqtt.Client, session: int) -> None:
         """A new session: subscribe, then say `online` and the birth, before any queued message."""
         self.session, self._seq, self._connected_at = session, 0, time.time()
+        client.pending_calls_threshold = BATCH + 100  # our window, plus replies and state: not a warning
         self._client = client
         for topic in self.subscriptions:
             await client.subscribe(topic, qos=1)
@@ -289,24 +295,27 @@ class CentralLink:
         return True
 
     async def goodbye(self) -> None:
-        """A clean stop: `stopping`, the outbox drained for a moment, `offline`, then disconnect.
-        The link's task ends once this returns."""
+        """A clean stop: `stopping`, the outbox drained for a moment, `offline`; then the link's task
+        disconnects and ends (at once, if it was not connected)."""
         self._stopping = True
         client = self._client
-        if client is None or self.presence is None or self.topics is None:
-            return
         try:
-            await self._publish(client, Live(self.topics.status, self.presence.status("stopping")))
-            async with asyncio.timeout(GOODBYE_S):
-                while self.store.outbox_count():
-                    self.notify()
-                    await asyncio.sleep(0.05)
-        except (TimeoutError, aiomqtt.MqttError):
-            pass
-        try:
-            await self._publish(client, Live(self.topics.status, self.presence.status("offline")))
-        except aiomqtt.MqttError as err:
-            log.warning("could not say offline: %s (the broker's last will says it)", err)
+            if client is None or self.presence is None or self.topics is None:
+                return
+            try:
+                await self._publish(client, Live(self.topics.status, self.presence.status("stopping")))
+                async with asyncio.timeout(GOODBYE_S):
+                    while self.store.outbox_count():
+                        self.notify()
+                        await asyncio.sleep(0.05)
+            except (TimeoutError, aiomqtt.MqttError):
+                pass
+            try:
+                await self._publish(client, Live(self.topics.status, self.presence.status("offline")))
+            except aiomqtt.MqttError as err:
+                log.warning("could not say offline: %s (the broker's last will says it)", err)
+        finally:
+            self._said_goodbye.set()
 
     async def _publish(self, client: aiomqtt.Client, message: Live) -> None:
         properties = None
@@ -322,7 +331,9 @@ class CentralLink:
     async def _serve(self, client: aiomqtt.Client) -> None:
         """Publish and receive on one connection until either side fails (MqttError) or the link says
         goodbye, then stop both."""
-        tasks = [asyncio.create_task(self._drain_forever(client)), asyncio.create_task(self._receive_forever(client))]
+        goodbye = asyncio.create_task(self._said_goodbye.wait())
+        tasks = [asyncio.create_task(self._drain_forever(client)), asyncio.create_task(self._receive_forever(client)),
+                 goodbye]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
@@ -339,6 +350,8 @@ class CentralLink:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        if goodbye in done:
+            return  # a clean stop: the caller disconnects, and the broker keeps our `offline`
         for task in done:
             task.result()  # the MqttError that ended it (or a bug, which must not be swallowed)
         raise aiomqtt.MqttError("the connection's message stream ended")
@@ -391,35 +404,43 @@ class CentralLink:
         task.add_done_callback(self._commands_running.discard)
 
     async def _drain_forever(self, client: aiomqtt.Client) -> None:
-        sent = 0  # the last seq acknowledged on this connection (its delete may still be on the writer's queue)
-        while True:
-            self._wake.clear()
-            batch = self.store.outbox_batch(BATCH, after_seq=sent)
-            if not batch:
-                try:  # woken by new rows; and now and then regardless (a row another path wrote)
-                    async with asyncio.timeout(1.0):
-                        await self._wake.wait()
-                except TimeoutError:
-                    pass
-                continue
-            # Publish the batch concurrently (paho sends in call order) and delete what was acknowledged.
-            results = await asyncio.gather(*(self._publish_stored(client, msg) for msg in batch),
-                                           return_exceptions=True)
-            reraise_lost_cancel()  # aiomqtt awaits with 3.11's wait_for, which can drop our cancel
-            acked = [msg.seq for msg, res in zip(batch, results, strict=True) if res is None]
-            if acked:
+        """Keep up to BATCH outbox messages in flight, in order, topping up as acknowledgements come
+        (no pause at a batch's end); delete what the broker acknowledged."""
+        queued = 0  # the last seq handed to paho on this connection
+        inflight: dict[asyncio.Task[None], int] = {}  # publish -> its outbox seq
+        try:
+            while True:
+                self._wake.clear()
+                if len(inflight) < BATCH // 2:
+                    for msg in self.store.outbox_batch(BATCH - len(inflight), after_seq=queued):
+                        inflight[asyncio.ensure_future(self._publish_stored(client, msg))] = msg.seq
+                        queued = msg.seq
+                if not inflight:
+                    try:  # woken by new rows; and now and then regardless (a row another path wrote)
+                        async with asyncio.timeout(1.0):
+                            await self._wake.wait()
+                    except TimeoutError:
+                        pass
+                    continue
+                done, _ = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+                reraise_lost_cancel()  # aiomqtt awaits with 3.11's wait_for, which can drop our cancel
+                acked = [inflight.pop(task) for task in done if not task.cancelled() and task.exception() is None]
+                if acked:
 
-                def delete(store: Store, acked: list[int] = acked) -> None:
-                    store.outbox_delete(acked)
+                    def delete(store: Store, acked: list[int] = acked) -> None:
+                        store.outbox_delete(acked)
 
-                self.writer.submit(delete)
-                sent = max(sent, max(acked))
-            self.published += len(acked)
-            failure = next((r for r in results if isinstance(r, BaseException)), None)
-            if failure is not None:
-                if isinstance(failure, aiomqtt.MqttError):
-                    raise failure
-                raise aiomqtt.MqttError(f"publish failed: {failure!r}") from failure
+                    self.writer.submit(delete)
+                    self.published += len(acked)
+                failure = next((t.exception() for t in done if t in inflight and not t.cancelled()), None)
+                if failure is not None:
+                    if isinstance(failure, aiomqtt.MqttError):
+                        raise failure
+                    raise aiomqtt.MqttError(f"publish failed: {failure!r}") from failure
+        finally:
+            for task in inflight:
+                task.cancel()
+            await asyncio.gather(*inflight, return_exceptions=True)
 
     async def _publish_stored(self, client: aiomqtt.Client, msg: OutboxMessage) -> None:
         # seq is taken when paho queues the packet (in the same step), so seq order is wire order

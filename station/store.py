@@ -491,7 +491,9 @@ class Store:
         return [OutboxMessage(r["msg_id"], r["topic"], r["payload"], r["seq"], r["created_at"]) for r in rows]
 
     def outbox_delete(self, seqs: Iterable[int]) -> None:
-        self.db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+        """Acknowledged messages out, in one transaction (one commit each cost twice as much: bench/outbox.py)."""
+        with self.transaction() as db:
+            db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
 
     def outbox_count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM outbox").fetchone()[0])
