@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -30,14 +31,20 @@ def free_port() -> int:
 
 @dataclass
 class Broker:
+    """A broker process of a test's own: Mosquitto, or another implementation given as `program`
+    (started as `program -c config`, as both Mosquitto and nats-server are)."""
+
     host: str
     port: int
     process: subprocess.Popen[bytes] | None
     config: Path
+    program: str | None = None  # None: Mosquitto
 
     def start(self) -> None:
-        assert MOSQUITTO is not None
-        self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.config)],
+        program = self.program or MOSQUITTO
+        assert program is not None
+        name = Path(program).name
+        self.process = subprocess.Popen([program, "-c", str(self.config)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -46,9 +53,9 @@ class Broker:
                 return
             except OSError:
                 if self.process.poll() is not None:
-                    raise RuntimeError(f"mosquitto exited with {self.process.returncode}")
+                    raise RuntimeError(f"{name} exited with {self.process.returncode}") from None
                 time.sleep(0.02)
-        raise RuntimeError("mosquitto did not start listening within 10 s")
+        raise RuntimeError(f"{name} did not start listening within 10 s")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -57,13 +64,27 @@ class Broker:
         self.process = None
 
 
+def terminate(process: subprocess.Popen[str], timeout: float) -> int:
+    """SIGTERM, as systemd stops a service, then its exit code (killed, and an error, if it hangs)."""
+    if process.poll() is not None:
+        return process.returncode
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+
+
 def broker_config(port: int, folder: Path) -> str:
     """Persistence on, in the test's own folder: sessions and queued QoS 1 messages survive a restart.
 
     Run as root, mosquitto would drop to its own user and could not write there: keep it root then.
     """
     user = "user root\n" if os.geteuid() == 0 else ""
-    return (f"listener {port} 127.0.0.1\nallow_anonymous true\n{user}persistence true\n"
+    # max_queued_messages 0: no cap on what waits for a slow consumer (Mosquitto drops QoS 1 messages
+    # past 1,000 queued by default; a site's broker for central needs the same setting).
+    return (f"listener {port} 127.0.0.1\nallow_anonymous true\n{user}persistence true\nmax_queued_messages 0\n"
             f"persistence_location {folder}/\nlog_dest file {folder}/mosquitto.log\n")
 
 
@@ -120,6 +141,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if total or contract_check.invalid:
         terminalreporter.write_line(
             f"contract: {total} broker messages validated against station/schemas "
-            f"({len(contract_check.checked)} schemas), {len(contract_check.invalid)} invalid")
+            f"({len(contract_check.topics)} topics), {len(contract_check.invalid)} invalid")
+        by_schema = ", ".join(f"{schema} {n}" for schema, n in sorted(contract_check.checked.items()))
+        terminalreporter.write_line(f"  by schema: {by_schema}")
         for line in contract_check.invalid[:20]:
-            terminalreporter.write_line(f"  invalid: {line}")
+            terminalreporter.write_line(f"  invalid: {line[:500]}")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import aiomqtt
 
-from tests.conftest import Broker, free_port
+from tests.conftest import Broker, free_port, terminate
 
 
 @dataclass
@@ -84,14 +84,7 @@ class LaneProcess:
 
     def stop(self) -> int:
         """SIGTERM, as systemd stops it; the exit code."""
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else 0
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            raise
+        return 0 if self.process is None else terminate(self.process, timeout=60)
 
 
 @dataclass

@@ -6,10 +6,8 @@ each takes the items it judges from the queue, so none depends on another's.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -24,7 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import MOSQUITTO, Broker, broker_config, free_port
+from tests.conftest import MOSQUITTO, Broker, broker_config, free_port, terminate
+from tests.contract_check import validated
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -100,14 +99,7 @@ def start_station(folder: Path, broker: Broker, web: dict[str, str] | None = Non
 
 
 def stop_station(station: Station) -> int:
-    if station.process.poll() is None:
-        station.process.send_signal(signal.SIGTERM)
-        try:
-            return station.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            station.process.kill()
-            raise
-    return station.process.returncode
+    return terminate(station.process, timeout=30)
 
 
 @contextmanager
@@ -234,7 +226,7 @@ def verdict_feed(station: Station, tmp_path_factory: pytest.TempPathFactory) -> 
     out = tmp_path_factory.mktemp("feed") / "verdicts.jsonl"
     with out.open("w") as sink:
         sub = subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(station.broker.port), "-q", "1",
-                                "-t", "screening/v1/+/+/items/verdict"], stdout=sink, stderr=subprocess.DEVNULL)
+                                "-t", "screening/v1/+/+/items/verdict", "-v"], stdout=sink, stderr=subprocess.DEVNULL)
         try:
             yield out
         finally:
@@ -243,7 +235,7 @@ def verdict_feed(station: Station, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def messages(feed: Path) -> list[dict[str, Any]]:
-    """The messages mosquitto_sub has printed so far."""
-    return [json.loads(line) for line in feed.read_text().splitlines() if line.strip()]
+    """The messages mosquitto_sub has printed so far (`-v`: each after its topic), checked against the contract."""
+    return [validated(*line.split(" ", 1)) for line in feed.read_text().splitlines() if line.strip()]
 
 
