@@ -15,6 +15,7 @@ from pathlib import Path
 
 import aiomqtt
 
+from station.mqtt_link import Live, Topics
 from tests.conftest import Broker, free_port, terminate
 
 
@@ -85,6 +86,29 @@ class LaneProcess:
     def stop(self) -> int:
         """SIGTERM, as systemd stops it; the exit code."""
         return 0 if self.process is None else terminate(self.process, timeout=60)
+
+
+class StandInPresence:
+    """What a lane says of itself, as the link asks for it: a stand-in for station/presence.py where
+    the link's own contract is under test, valid for the schemas all the same."""
+
+    def __init__(self, topics: Topics) -> None:
+        self.topics = topics
+
+    def head(self, schema: str) -> dict[str, object]:
+        return {"schema": schema, "site": self.topics.site, "lane": self.topics.lane,
+                "time": "2026-12-04T10:00:00+00:00"}
+
+    def status(self, state: str) -> dict[str, object]:
+        return {**self.head("screening/v1/status"), "state": state, "software_version": "test", "model_hash": None,
+                "rules_version": "default-3", "config_hash": "0" * 64}
+
+    def birth(self) -> list[Live]:
+        return [Live(self.topics.birth, {**self.head("screening/v1/birth"), "software_version": "test",
+                                         "devices": ["plc"], "classes": [], "threat_classes": [], "commands": [],
+                                         "schemas": {}}),
+                Live(self.topics.state("plc"), {**self.head("screening/v1/device-state"), "device": "plc",
+                                                "state": "up", "detail": ""})]
 
 
 @dataclass

@@ -13,31 +13,14 @@ from collections import Counter
 from pathlib import Path
 
 from station.config import MqttSection
-from station.mqtt_link import CentralLink, Live, Topics
+from station.mqtt_link import CentralLink, Topics
 from station.store import OutboxMessage, Store
 from station.writer import StoreWriter
-from tests.central.lane_process import Central
+from tests.central.lane_process import Central, StandInPresence
 from tests.conftest import Broker
 
 LANES = 20
 MESSAGES = 100  # per lane, queued before it connects and while it runs
-
-
-class Presence:
-    def __init__(self, topics: Topics) -> None:
-        self.topics = topics
-
-    def head(self, schema: str) -> dict[str, object]:
-        return {"schema": schema, "site": self.topics.site, "lane": self.topics.lane,
-                "time": "2026-12-04T10:00:00+00:00"}
-
-    def status(self, state: str) -> dict[str, object]:
-        return {**self.head("screening/v1/status"), "state": state, "software_version": "test", "model_hash": None,
-                "rules_version": "default-3", "config_hash": "0" * 64}
-
-    def birth(self) -> list[Live]:
-        return [Live(self.topics.state("plc"), {**self.head("screening/v1/device-state"), "device": "plc",
-                                                "state": "up", "detail": ""})]
 
 
 def alarms(topics: Topics, start: int, n: int) -> list[OutboxMessage]:
@@ -56,7 +39,8 @@ def test_twenty_lanes_share_one_broker_without_collisions_and_lose_nothing(tmp_p
             store.enqueue(alarms(topics, 0, MESSAGES // 2))  # queued while it was away: historical
             async with StoreWriter(path) as writer:
                 link = CentralLink(store, writer, MqttSection(host=broker.host, port=broker.port),
-                                   f"station-{topics.site}-{topics.lane}", topics=topics, presence=Presence(topics))
+                                   f"station-{topics.site}-{topics.lane}", topics=topics,
+                                   presence=StandInPresence(topics))
                 task = asyncio.create_task(link.run())
                 await link.connected.wait()
                 later = alarms(topics, MESSAGES // 2, MESSAGES // 2)

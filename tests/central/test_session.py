@@ -14,24 +14,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from station.config import MqttSection
-from station.mqtt_link import CentralLink, Live, Topics, stamp
+from station.mqtt_link import CentralLink, Topics, stamp
 from station.store import OutboxMessage, Store
 from station.writer import StoreWriter
+from tests.central.lane_process import StandInPresence
 from tests.conftest import Broker
 
 TOPICS = Topics("S", "L")
-
-
-class Said:
-    """The lane's presence as the link asks for it (a stand-in for station/presence.py: the link's own
-    contract is what is under test here)."""
-
-    def status(self, state: str) -> dict[str, object]:
-        return {"schema": "screening/v1/status", "site": "S", "lane": "L", "state": state}
-
-    def birth(self) -> list[Live]:
-        return [Live(TOPICS.birth, {"schema": "screening/v1/birth", "site": "S", "lane": "L"}),
-                Live(TOPICS.state("plc"), {"schema": "screening/v1/device-state", "device": "plc", "state": "up"})]
 
 
 @asynccontextmanager
@@ -39,7 +28,7 @@ async def link(path: Path, broker: Broker, **mqtt: object) -> AsyncIterator[Cent
     with Store(path) as store:
         async with StoreWriter(path) as writer:
             central = CentralLink(store, writer, MqttSection(host=broker.host, port=broker.port, **mqtt),  # type: ignore[arg-type]
-                                  "station-S-L", topics=TOPICS, presence=Said())
+                                  "station-S-L", topics=TOPICS, presence=StandInPresence(TOPICS))
             task = asyncio.create_task(central.run())
             try:
                 yield central
