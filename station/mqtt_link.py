@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -250,7 +251,9 @@ class CentralLink:
             username=self.config.username, password=self.config.password, tls_context=tls_context(self.config),
             tls_insecure=self.config.tls_insecure if self.config.tls else None,
             protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
-            clean_session=None if v5 else False, clean_start=False, properties=properties,
+            # persistent: MQTT 5's clean_start off (with a session expiry), 3.1.1's clean_session off
+            clean_session=None if v5 else False,
+            clean_start=False if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY, properties=properties,
             keepalive=self.config.keepalive_s, will=will, timeout=10,
         )
 
