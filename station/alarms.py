@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+
+from station.contract import iso_time
 
 NOTICES = frozenset({"START_REFUSED", "RESET_REFUSED", "DISK_SPACE_BACK", "MODEL_LOADED", "MODEL_ROLLBACK",
                      "CLEAR_REFUSED"})
@@ -83,6 +84,6 @@ def alarm_payload(site: str, lane: str, event: str, code: str, detail: str, at: 
         "code": code,
         "detail": detail,
         "notice": notice,  # a report that asks nothing of anyone, stored cleared
-        "at": datetime.fromtimestamp(at, UTC).isoformat(),
+        "at": iso_time(at),
         "by": by,
     }

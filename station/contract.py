@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -70,6 +70,11 @@ _TOPICS = tuple((re.compile(pattern), schema_id) for pattern, schema_id in (  # 
     (rf"ead/v1/{_LEVEL}/records", "ead/v1/record"),
 ))
 _DATE_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)")
+
+
+def iso_time(at: float | None = None) -> str:
+    """A time as every message carries it: RFC 3339 in UTC (now, without `at`: Unix seconds)."""
+    return (datetime.now(UTC) if at is None else datetime.fromtimestamp(at, UTC)).isoformat()
 
 
 class ContractError(ValueError):

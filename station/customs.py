@@ -23,10 +23,11 @@ import re
 import sqlite3
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal, get_args
 
 from station import contract
+from station.contract import iso_time
 from station.domain import Reason, ReasonCode
 from station.ead.s10 import s10_problem
 from station.store import Store
@@ -208,7 +209,7 @@ def screening_result(referral_: Instruction, item: sqlite3.Row, *, msg_id: str, 
         "result": RESULTS[verdict],
         "methods": [XRAY, *(m for m in METHODS if m in methods)],
         "person": person,
-        "time": datetime.fromtimestamp(at, UTC).isoformat(),
+        "time": iso_time(at),
         "scan_reference": {"scan_id": item["scan_id"], "image_sha256": item["image_sha256"],
                            "item_uid": item["uid"]},
         "remarks": remarks,

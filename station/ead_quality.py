@@ -20,10 +20,10 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection
 from concurrent.futures import ProcessPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from station.contract import iso_time
 from station.ead.checks import check_record
 from station.ead.codes import DIMENSIONS, FINDING_DIMENSIONS, LATE
 from station.ead.record import EadRecord
@@ -85,7 +85,7 @@ def _plain(bucket: dict[str, Any]) -> dict[str, Any]:
 
 
 def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat()
+    return iso_time(t)
 
 
 async def publish_quality(path: Path, writer: StoreWriter, topic: str, interval_s: float,

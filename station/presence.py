@@ -12,10 +12,10 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from importlib import metadata
 
 from station.config import Config
+from station.contract import iso_time
 from station.lane.status import DEVICES, LaneStatus, StatusBoard
 from station.mqtt_link import CentralLink, Live, Topics
 
@@ -113,4 +113,4 @@ class LanePresence:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat()
+    return iso_time()

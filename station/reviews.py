@@ -21,11 +21,11 @@ import re
 import sqlite3
 import time
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from station import customs
 from station.alerts import alert_payload
+from station.contract import iso_time
 from station.domain import Detected, Reason, RuleHit
 from station.ead.record import EadRecord
 from station.lane.recorder import stored_result
@@ -345,7 +345,7 @@ def _payload(item: sqlite3.Row, v: Verdict, site: str, lane: str) -> dict[str, o
 
 
 def _iso(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).isoformat()
+    return iso_time(at)
 
 
 def _codes(reasons_json: str) -> tuple[str, ...]:

@@ -31,11 +31,11 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 from station import customs
 from station.alerts import Event, Thumbnail, ThumbnailMissing, alert_payload, thumbnail_file
+from station.contract import iso_time
 from station.domain import Decision, Detected, Evidence, Reason
 from station.ead.record import EadRecord
 from station.lane import messages as m
@@ -371,7 +371,7 @@ def result_payload(row: ItemRow, topics: Topics, *, detections: tuple[Detected, 
         "model_hash": row.model_hash,
         "rules_version": row.rules_version,
         "decision_latency_ms": None if row.decision_latency_ms is None else round(row.decision_latency_ms, 2),
-        "routed_at": datetime.fromtimestamp(row.routed_at, UTC).isoformat(),
+        "routed_at": iso_time(row.routed_at),
     }
 
 

@@ -261,6 +261,11 @@ def test_a_held_item_shows_customs_beside_the_declaration_and_its_clear_keys_giv
         assert page.url.endswith(f"/items/{pk}"), "a refused verdict was submitted"
         assert "customs do not load" in page.locator("[data-verdict-hint]").inner_text()
     shot(page, "item-customs-held")
+    page.set_viewport_size({"width": 1366, "height": 768})  # the lane PC's smaller screen: nothing cut off
+    bar = page.locator(".verdict-bar")
+    assert bar.evaluate("e => e.scrollWidth <= e.clientWidth"), "the verdict bar overflows at 1366 px"
+    assert all(page.locator(f'[data-verdict="{v}"]').is_visible() for v in ("THREAT", "REFERRED"))
+    shot(page, "item-customs-held-1366x768")
     assert station.count("SELECT count(*) FROM verdicts WHERE item = ?", pk) == 0
     page.context.close()
 
