@@ -442,13 +442,7 @@ class CentralLink:
             while True:
                 self._wake.clear()
                 if len(acked) >= BATCH or (acked and not inflight):  # one transaction a window, not a PUBACK
-
-                    def delete(store: Store, done: list[int] = acked[:]) -> None:
-                        store.outbox_delete(done)
-
-                    self.writer.submit(delete)
-                    self.published += len(acked)
-                    acked.clear()
+                    self._forget(acked)
                 if refused:
                     raise aiomqtt.MqttError(refused[0])
                 if len(inflight) < BATCH // 2:
@@ -462,6 +456,19 @@ class CentralLink:
                     pass
         finally:
             paho.on_publish = aiomqtt_on_publish
+            self._forget(acked)  # what the broker has, even if the connection ends now: not sent again
+
+    def _forget(self, acked: list[int]) -> None:
+        """Delete the acknowledged messages from the outbox, in one transaction; empties `acked`."""
+        if not acked:
+            return
+
+        def delete(store: Store, done: list[int] = acked[:]) -> None:
+            store.outbox_delete(done)
+
+        self.writer.submit(delete)
+        self.published += len(acked)
+        acked.clear()
 
     def _publish_stored(self, paho: mqtt.Client, msg: OutboxMessage) -> int:
         """Hand one stored message to paho; its mid. seq is taken as paho queues it, so seq order is wire order."""
