@@ -83,6 +83,15 @@ class LaneProcess:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=10)
 
+    def freeze(self) -> None:
+        """SIGSTOP: a hung box, whose socket stays open and says nothing (unlike a kill, which closes it)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> int:
         """SIGTERM, as systemd stops it; the exit code."""
         return 0 if self.process is None else terminate(self.process, timeout=60)
