@@ -110,7 +110,7 @@ class StandInPresence:
 
     def status(self, state: str) -> dict[str, object]:
         return {**self.head("screening/v1/status"), "state": state, "software_version": "test", "model_hash": None,
-                "rules_version": "default-3", "config_hash": "0" * 64}
+                "rules_version": "default-4", "config_hash": "0" * 64}
 
     def birth(self) -> list[Live]:
         return [Live(self.topics.birth, {**self.head("screening/v1/birth"), "software_version": "test",

@@ -182,4 +182,4 @@ def test_the_start_refuses_a_missing_profile_with_exit_2_and_its_line(tmp_path: 
 def test_config_check_passes_the_example_file_and_says_what_it_checked() -> None:
     done = run_station("config", "check", str(EXAMPLE))
     assert done.returncode == 0, done.stderr
-    assert "PLC profile default" in done.stdout and "rules default-3" in done.stdout
+    assert "PLC profile default" in done.stdout and "rules default-4" in done.stdout

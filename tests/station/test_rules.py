@@ -91,7 +91,7 @@ def test_default_rules_decide_exactly_as_the_builtin_rules(ev: Evidence) -> None
     builtin, rules = decide(ev), DEFAULT.decide(ev)
     assert (rules.decision, rules.reasons) == (builtin.decision, builtin.reasons)
     assert rules.score == pytest.approx(builtin.score)
-    assert rules.rules_version == "default-3" and builtin.rules_version == "builtin-1"
+    assert rules.rules_version == "default-4" and builtin.rules_version == "builtin-1"
 
 
 def test_every_reason_the_station_gives_is_handled_by_a_default_rule() -> None:
@@ -242,7 +242,7 @@ def findings(*codes: str) -> Evidence:
 
 
 def test_the_example_site_changes_what_it_says_it_changes() -> None:
-    assert SITE.version == "default-3+site-EXAMPLE-1"
+    assert SITE.version == "default-4+site-EXAMPLE-1"
     names = [r.name for r in SITE.rules]
     assert "hs-code-invalid" not in names and names[-3:] == ["hs-code-invalid-inspected", "valuable-gift", "scale-disagrees"]
     cases = [  # (evidence, default decision, site decision)
@@ -268,7 +268,7 @@ def test_disabling_a_rule_leaves_its_reasons_unhandled_so_they_inspect(tmp_path:
                     '[[rule]]\nname = "weak-threat"\nsays = "A weak threat signal, for the record."\n'
                     'when = { detected = "threat" }\naction = "note"\n')
     ruleset = load_rules(DEFAULT_RULES, site)
-    assert ruleset.version == "default-3+s-2" and ruleset.inspect_threshold == 0.9
+    assert ruleset.version == "default-4+s-2" and ruleset.inspect_threshold == 0.9
     vague = ruleset.decide(findings("VAGUE_DESCRIPTION"))
     assert vague.decision == "INSPECT" and "UNHANDLED_REASON" in {r.code for r in vague.reasons}
     # Three stacked findings (0.6) no longer reach the raised threshold.
@@ -357,7 +357,7 @@ def rules_command(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, 
 def test_rules_check_prints_the_version_and_what_each_rule_does(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = rules_command("rules", "check", str(DEFAULT_RULES), "--overrides", str(EXAMPLE_SITE), capsys=capsys)
     assert code == 0
-    assert "version default-3+site-EXAMPLE-1" in out
+    assert "version default-4+site-EXAMPLE-1" in out
     assert re.search(r"scale-disagrees\s+INSPECT when weight_difference_ratio is over 0.5 \(an item without that data: skipped\)", out)
     assert re.search(r"vague-description\s+add 0.3 when the item carries VAGUE_DESCRIPTION", out)
     assert "no rule names" not in out  # the default file names every reason the station gives
@@ -398,7 +398,7 @@ def test_rules_explain_shows_why_the_newest_item_got_its_decision(tmp_path: Path
                     SITE, 2.0)
     code, out, _ = rules_command("rules", "explain", "RR473124829GB", "--data-dir", str(tmp_path), capsys=capsys)
     assert code == 0
-    assert "uid u-new" in out and "decision INSPECT" in out and "rules default-3+site-EXAMPLE-1" in out
+    assert "uid u-new" in out and "decision INSPECT" in out and "rules default-4+site-EXAMPLE-1" in out
     assert re.search(r"threat-detected\s+inspect \+0.91\s+The X-ray model found a threat object", out)
     assert re.search(r"THREAT_DETECTED\s+knife at 0.91", out)
     assert re.search(r"vague-description\s+score \+0.30.*\n\s+VAGUE_DESCRIPTION\s+'gift'  \[contents\[0\].description\]", out)

@@ -54,7 +54,7 @@ def item(uid: str, item_id: str, routed_at: float) -> ItemRow:
     return ItemRow(uid=uid, track_id=1, item_id=item_id, barcode=item_id, scan_id=uid, image_path=None,
                    image_sha256=None, decision="INSPECT", routed="INSPECT", score=0.5,
                    reasons=[{"code": "EAD_MISSING", "detail": "none"}], ead_status="missing", ead_version=None,
-                   model_hash=None, rules_version="default-3", decision_latency_ms=None, routed_at=routed_at)
+                   model_hash=None, rules_version="default-4", decision_latency_ms=None, routed_at=routed_at)
 
 
 def test_a_declaration_is_late_when_it_is_received_after_its_item_passed_the_gate(tmp_path: Path) -> None:
