@@ -294,6 +294,9 @@ def parse_config(raw: dict[str, Any], source: str = "<config>", text: str = "") 
         tls = {key: here / value for key, value in config.web if key.startswith("tls_")
                and isinstance(value, Path) and not value.is_absolute()}
         config = config.model_copy(update={"web": config.web.model_copy(update=tls)})
+        mqtt_files = {key: here / value for key in ("ca_file", "cert_file", "key_file")
+                      if isinstance(value := getattr(config.mqtt, key), Path) and not value.is_absolute()}
+        config = config.model_copy(update={"mqtt": config.mqtt.model_copy(update=mqtt_files)})
         if config.model.path is not None and not config.model.path.is_absolute():
             config = config.model_copy(
                 update={"model": config.model.model_copy(update={"path": here / config.model.path})})

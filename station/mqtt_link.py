@@ -43,7 +43,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from drivers.aio import reraise_lost_cancel
 from drivers.health import DeviceHealth, HealthState
-from station.config import MqttSection
+from station.config import ConfigError, MqttSection
 from station.mqtt_tls import explain, tls_context
 from station.store import OutboxMessage, Store
 from station.writer import StoreWriter
@@ -221,6 +221,10 @@ class CentralLink:
                     log.warning("MQTT link to %s:%s down: %s", self.config.host, self.config.port,
                                 explain(err, self.config))
                 self.health = self.health.failed("link", explain(err, self.config))
+            except ConfigError as err:  # a TLS file gone or half-written (a renewal): retried, never the end
+                if self.health.state is not HealthState.DOWN:
+                    log.warning("MQTT link to %s:%s cannot connect: %s", self.config.host, self.config.port, err)
+                self.health = self.health.failed("link", str(err))
             finally:
                 self._client = None
             if self._stopping:

@@ -3,9 +3,10 @@
 A problem names the configuration key it comes from, so the file's line can be shown. Problems that
 refuse the start: a PLC profile, rules or overrides file that cannot be read or is wrong, a serial port
 that cannot exist (not an absolute path, a folder, a path outside /dev that is not there, two devices on
-one port), a data folder that cannot be written. A model that is missing or fails its hash does not
-stop `station run` (the lane starts MANUAL_ONLY: every item to INSPECT, with an alarm), but
-`station config check` refuses it: a configuration that leaves the lane without a model is not right.
+one port), a data folder that cannot be written, the central link's TLS files that cannot be used.
+A model that is missing or fails its hash does not stop `station run` (the lane starts MANUAL_ONLY:
+every item to INSPECT, with an alarm), but `station config check` refuses it: a configuration that
+leaves the lane without a model is not right.
 """
 
 from __future__ import annotations
@@ -47,7 +48,20 @@ def check(config: Config, *, simulate: bool = False) -> list[Problem]:
     if not simulate:
         problems += _ports(config)
     problems += _data_dir(config.storage.data_dir)
+    problems += _mqtt_tls(config)
     return problems
+
+
+def _mqtt_tls(config: Config) -> list[Problem]:
+    """The central link's CA, certificate and key, read as each connect reads them."""
+    from station.mqtt_tls import tls_context
+
+    try:
+        tls_context(config.mqtt)
+    except ConfigError as err:
+        key = next((k for k in ("ca_file", "cert_file", "key_file") if k in str(err)), "tls")
+        return [Problem(f"mqtt.{key}", str(err).removeprefix("[mqtt] "))]
+    return []
 
 
 def check_model(config: Config) -> list[Problem]:

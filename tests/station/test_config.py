@@ -153,6 +153,7 @@ def _checked(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
     ('[barcode]\nport = "/tmp"\n', 2, "barcode.port: /tmp is a folder"),
     ('[scanner]\nport = "/dev/ttyUSB0"\n[barcode]\nport = "/dev/ttyUSB0"\n', 4, "barcode.port: .*also scanner.port"),
     ('[plc.link]\ntype = "rtu"\nport = "/srv/nothing/ttyS9"\n', 3, "plc.link.port: .* does not exist"),
+    ('[mqtt]\ntls = true\nca_file = "site-ca.crt"\n', 3, "mqtt.ca_file: ca_file .*/site-ca.crt: cannot read it"),
 ])
 def test_config_check_refuses_what_the_start_would(tmp_path: Path, text: str, line: int, message: str) -> None:
     done = _checked(tmp_path, text)
