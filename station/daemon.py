@@ -40,6 +40,7 @@ from station.model_swap import ModelSwitch, model_info
 from station.mqtt_link import CentralLink, Topics
 from station.presence import MESSAGE_SCHEMAS, Identity, LanePresence, config_hash
 from station.rules import load_ruleset
+from station.service import Notifier, notify_ready
 from station.store import Store
 from station.writer import StoreWriter
 
@@ -208,8 +209,14 @@ async def run_station(config: Config, *, lane: OpenLane | None = None, control: 
         # out of the collector's sight, a full collection walks only what the lane allocates, and never
         # stalls the loop long enough to miss a PLC poll (it did: 110-180 ms on a loaded 2-core box).
         gc.freeze()
+        systemd = Notifier()
+        stack.callback(systemd.close)
         try:
             async with asyncio.TaskGroup() as tasks:
+                if systemd.enabled:
+                    tasks.create_task(notify_ready(systemd, lambda: runtime.core.plc_up,  # the status as of now
+                                                   lambda: service_status(runtime.publish_status())))
+                    tasks.create_task(systemd.pet_forever(lambda: service_status(runtime.board.current)))
                 for job in (runtime.pump_plc(), runtime.pump_writes(), runtime.pump_scanner(scanner),
                             runtime.pump_barcode(barcode), runtime.tick(), runtime.watch_loop(),
                             runtime.watch_devices(), central.run(), presence.watch(central),
@@ -226,6 +233,7 @@ async def run_station(config: Config, *, lane: OpenLane | None = None, control: 
                 if control is not None:
                     await control(Lane(runtime, store, central, scanner, barcode, models, sim,
                                        console.url if console else None))
+                    systemd.stopping()
                     await runtime.writes_done()  # the belt's last stop reaches the PLC before we go
                     await writer.drained()  # what the run stored is in the outbox: the goodbye drains it
                     await central.goodbye()
@@ -246,6 +254,18 @@ async def run_station(config: Config, *, lane: OpenLane | None = None, control: 
         result.published = central.published
         result.longest_stall_s = runtime.longest_stall_s
     return result
+
+
+def service_status(status: LaneStatus | None) -> str:
+    """One line for `systemctl status`: the lane's state and what it has done."""
+    if status is None:
+        return "starting"
+    held = f" ({status.reason})" if status.reason else ""
+    model = " MANUAL_ONLY" if status.manual_only else ""
+    age = status.outbox.oldest_age_s(status.at)
+    outbox = f", outbox {status.outbox.depth}" + (f" (oldest {age:.0f} s)" if age else "")
+    return (f"{status.state}{held}{model}: {status.counters.items} items, {status.counters.inspected} to INSPECT"
+            f"{outbox}, {len(status.alarms)} alarms")
 
 
 def _import_ead(path: Path, ead_file: Path) -> list[EadRecord | BadLine]:

@@ -136,7 +136,7 @@ LAYERS: list[tuple[str, ...]] = [
      "station.lane.gate", "station.lane.core", "station.lane.status", "station.lane"),
     ("station.store", "station.writer", "station.summary", "station.inference", "station.mqtt_link",
      "station.intake", "station.ead_quality", "station.lane.recorder", "station.accounts", "station.reviews",
-     "station.mqtt_tls", "station.presence", "station.customs"),
+     "station.mqtt_tls", "station.presence", "station.customs", "station.service"),
     ("station.lane.runtime", "station.model_swap", "station.control", "station.commands", "station.console"),
     ("station.daemon", "station.preflight"),
     ("station.cli",),
