@@ -11,7 +11,9 @@ leaves the lane without a model is not right.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,4 +114,22 @@ def _data_dir(data_dir: Path) -> list[Problem]:
         return [Problem("storage.data_dir", f"{existing} is not a folder")]
     if not os.access(existing, os.W_OK | os.X_OK):
         return [Problem("storage.data_dir", f"{existing} is not writable by this user")]
+    return _store_version(data_dir / "station.db")
+
+
+def _store_version(path: Path) -> list[Problem]:
+    """A store written by a newer station refuses the start (read without opening it for writing)."""
+    from station.store import SCHEMA_VERSION
+
+    if not path.is_file():
+        return []
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
+            found = int(db.execute("PRAGMA user_version").fetchone()[0])
+    except sqlite3.Error as err:
+        return [Problem("storage.data_dir", f"{path}: not a readable store: {err}")]
+    if found > SCHEMA_VERSION:
+        return [Problem("storage.data_dir", f"{path} has store schema version {found}, newer than this station's "
+                        f"{SCHEMA_VERSION}: a newer station wrote it; install that version again, or restore a "
+                        f"backup made by this one (station restore)")]
     return []

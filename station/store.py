@@ -25,6 +25,28 @@ log = logging.getLogger(__name__)
 
 MAX_VERSION_STEP = 1000  # the most one EAD amendment may raise the stored version
 
+# The store's schema version (SQLite's user_version). 0: a store made before versions were kept (every
+# release up to 0.1.0); 1: this schema. Any change to SCHEMA raises it (an open of a store at this
+# version touches nothing): a new table or index is made by SCHEMA itself, a changed table needs a
+# step in `_bring_up_to_date`.
+SCHEMA_VERSION = 1
+
+
+class StoreTooNew(Exception):
+    """The store was written by a newer station: this one must not touch it (the message says what to do)."""
+
+def _statements(script: str) -> Iterator[str]:
+    """The SQL statements of `script`, one by one (executescript would commit the transaction first)."""
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            yield statement
+            statement = ""
+    if statement.strip():
+        raise ValueError(f"an unfinished SQL statement at the end of the schema: {statement.strip()[:60]!r}")
+
+
 def _reason_rows(reasons: str, item: str, source: str = "") -> str:
     """SELECT (code, item) for each reason in the JSON array `reasons` that is an object with a text code.
     A malformed reason, or reasons that are not JSON, give no row and never make an item's INSERT fail;
@@ -225,9 +247,7 @@ class Store:
         self._wal(busy_timeout_s)
         self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
         self.db.execute("PRAGMA foreign_keys=ON")
-        indexed = self._has_table("item_reasons")
-        self.db.executescript(SCHEMA)
-        self._migrate(reasons_indexed=indexed)
+        self._bring_up_to_date()
 
     def _wal(self, timeout_s: float) -> None:
         """Switch to WAL, which readers and the writer rely on never to block each other. SQLite keeps the
@@ -242,9 +262,38 @@ class Store:
         row = self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
         return row is not None
 
+    @property
+    def schema_version(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _bring_up_to_date(self) -> None:
+        """Create what is missing and migrate an older store forward, all in one transaction (a crash
+        half-way leaves the store as it was); refuse a store of a newer schema before touching it."""
+        found = self.schema_version
+        if found > SCHEMA_VERSION:
+            raise StoreTooNew(
+                f"{self.path}: the store has schema version {found}, and this station knows versions up to "
+                f"{SCHEMA_VERSION}: a newer station wrote it. Install that station again (or a newer one), or "
+                f"restore a backup made by this one (station restore); the store is left untouched")
+        if found == SCHEMA_VERSION:
+            return
+        with self.transaction() as db:
+            found = self.schema_version  # again, under the write lock: another process may have done it
+            if found == SCHEMA_VERSION:
+                return
+            existed, indexed = self._has_table("items"), self._has_table("item_reasons")
+            for statement in _statements(SCHEMA):
+                db.execute(statement)
+            if found < 1:
+                self._migrate(reasons_indexed=indexed)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        if existed:
+            log.info("%s: store migrated from schema version %d to %d", self.path, found, SCHEMA_VERSION)
+
     def _migrate(self, *, reasons_indexed: bool) -> None:
-        """Bring a database made by an earlier version up to this schema (columns and tables are only ever
-        added). `reasons_indexed`: item_reasons was there before SCHEMA ran, so its triggers saw every item."""
+        """Version 0 -> 1, inside `_bring_up_to_date`'s transaction: a store made before versions were kept
+        (columns and tables were only ever added). `reasons_indexed`: item_reasons was there before SCHEMA
+        ran, so its triggers saw every item."""
         columns = {row["name"] for row in self.db.execute("PRAGMA table_info(items)")}
         if "explanation" not in columns:
             self.db.execute("ALTER TABLE items ADD COLUMN explanation TEXT")
@@ -267,9 +316,8 @@ class Store:
         if "methods" not in verdict_columns:
             self.db.execute("ALTER TABLE verdicts ADD COLUMN methods TEXT")
         if not reasons_indexed:  # items stored before the triggers; OR IGNORE: another process may be at it too
-            with self.transaction() as db:
-                rows = _reason_rows("i.reasons", "i.id", source="items AS i,")
-                db.execute(f"INSERT OR IGNORE INTO item_reasons (code, item) {rows}")
+            rows = _reason_rows("i.reasons", "i.id", source="items AS i,")
+            self.db.execute(f"INSERT OR IGNORE INTO item_reasons (code, item) {rows}")
 
     def close(self) -> None:
         self.db.close()

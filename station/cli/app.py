@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 from station.cli.audit import add_audit_commands
+from station.cli.backup import add_backup_commands
 from station.cli.common import INTERRUPTED, SIGPIPE_EXIT, USAGE
 from station.cli.diag import add_diag_commands
 from station.cli.ead import add_ead_commands
@@ -58,6 +59,7 @@ def parser() -> argparse.ArgumentParser:
     add_diag_commands(sub)
     add_model_control_commands(add_model_commands(sub))
     add_rules_commands(sub)
+    add_backup_commands(sub)
     add_audit_commands(sub)
     add_user_commands(sub)
     for command in _commands(top):  # also after the command: `station run --simulate --log-level info`
