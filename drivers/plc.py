@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from types import MappingProxyType
@@ -80,8 +80,11 @@ class Plc:
         heartbeat_interval: float | None = 0.2,
         backoff: tuple[float, float] = (0.1, 2.0),
         read_retries: int = 1,
+        on_poll: Callable[[float], None] | None = None,
     ) -> None:
         self.profile, self.link = profile, link
+        # called on the loop with the seconds each answered poll took (every group read: the round trip)
+        self.on_poll = on_poll
         self.poll_interval, self.timeout = poll_interval, timeout
         self.heartbeat_interval = heartbeat_interval
         self.backoff, self.read_retries = backoff, read_retries
@@ -175,6 +178,7 @@ class Plc:
         due = loop.time()
         timeouts = 0
         while True:
+            started = loop.time()
             try:
                 values = await self._poll_once(io)
             except PlcTimeout as err:
@@ -184,6 +188,8 @@ class Plc:
                 self._set_health(self.health.failed("timeout", str(err), HealthState.DEGRADED))
             else:
                 timeouts, self._polled = 0, True
+                if self.on_poll is not None:
+                    self.on_poll(loop.time() - started)
                 self._publish(values)
                 self._set_health(self.health.ok())
             due += self.poll_interval

@@ -20,6 +20,7 @@ from station.contract import iso_time
 
 NOTICES = frozenset({"START_REFUSED", "RESET_REFUSED", "DISK_SPACE_BACK", "MODEL_LOADED", "MODEL_ROLLBACK",
                      "CLEAR_REFUSED"})
+ROUTINE = frozenset({"MODEL_LOADED", "MODEL_ROLLBACK", "DISK_SPACE_BACK"})  # notices logged at INFO, not WARNING
 STATION = "station"  # who clears what the station clears by itself
 
 

@@ -199,6 +199,8 @@ class WebSection(Section):
     idle_minutes: float = Field(30.0, gt=0, le=24 * 60, description="A login unused this long ends.")
     login_attempts: int = Field(5, ge=1, le=100,
                                 description="Failed logins allowed per account and per address in 5 minutes.")
+    metrics: bool = Field(True, description="Serve /metrics for Prometheus, without a login: counts, states and "
+                          "the model's hash, never an item id or a name. false: no /metrics.")
 
     @model_validator(mode="after")
     def _tls_pair(self) -> WebSection:

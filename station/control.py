@@ -5,7 +5,9 @@ A Unix socket in the data directory (owner-only permissions), one JSON line each
 ``{"action": "start"}``, ``{"action": "alarm-clear", "code": "SCANNER_DOWN"}``. Who asked is the OS user
 the kernel names for the connecting process (SO_PEERCRED), not what the request claims; every action
 that changes something is audited with that user in the store's `audit` table. `status` answers with
-the lane's current `LaneStatus` snapshot (station/lane/status.py) and nothing else.
+the lane's current `LaneStatus` snapshot (station/lane/status.py) and the answering daemon's
+`software_version` (station/version.py: after an upgrade that was not yet restarted, it differs from the
+CLI's own `station --version`).
 
 The socket belongs to the process holding the data folder's lock (station/lock.py): a second daemon
 never gets this far, so it never removes the first one's socket.
@@ -27,6 +29,7 @@ from drivers.plc import PlcError
 from station.lane.core import LaneState
 from station.lane.runtime import LaneRuntime
 from station.model_swap import ModelSwitch
+from station.version import VERSION
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +90,7 @@ class ControlServer:
         self.path.unlink(missing_ok=True)
 
     def status(self) -> dict[str, object]:
-        return self.runtime.publish_status().as_dict()
+        return {**self.runtime.publish_status().as_dict(), "software_version": VERSION}
 
     async def handle(self, request: dict[str, object], who: str) -> dict[str, object]:
         action = str(request.get("action"))

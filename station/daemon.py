@@ -21,6 +21,7 @@ from drivers.links import Link
 from drivers.plc import FaultCode, Plc
 from drivers.profile import load_profile
 from drivers.scanner import Scanner
+from station import logs
 from station.commands import CommandDesk
 from station.config import Config
 from station.console.app import Console
@@ -136,6 +137,7 @@ async def run_station(config: Config, *, lane: OpenLane | None = None, control: 
         spool_dir, plc_link = config.spool_dir, config.plc.link.link()
         scanner_port, barcode_port = config.scanner.port, config.barcode.port
         topics = Topics(config.station.site, config.station.lane)
+        logs.set_lane(topics.site, topics.lane)
         central = CentralLink(store, writer, config.mqtt,
                               config.mqtt.client_id or f"station-{topics.site}-{topics.lane}", topics=topics)
         sim = None
@@ -199,7 +201,10 @@ async def run_station(config: Config, *, lane: OpenLane | None = None, control: 
                 board=runtime.board, control=control_server, writer=writer, topics=topics, lane=config.lane,
                 notify=central.notify, registers=lambda: plc.latest.values if plc.latest else {},
                 frames=lambda: {"scanner": list(scanner.recent), "barcode": list(barcode.recent)},
-                threat_classes=lambda: tuple(worker.detector.manifest.threat_classes) if worker.detector else ())
+                threat_classes=lambda: tuple(worker.detector.manifest.threat_classes) if worker.detector else (),
+                lane_metrics=runtime.metrics, serial=lambda: {"scanner": scanner.stats, "barcode": barcode.stats},
+                rules_version=lambda: runtime.rules_version, min_free_bytes=int(config.storage.min_free_mb * 2**20))
+            plc.on_poll = runtime.metrics.polled  # each poll's round trip, for /metrics
             console = Console(access, result.store_path, data_dir / "images", config.web, web_socket)
             stack.callback(console.close)
             log.info("operator console at %s", console.url)

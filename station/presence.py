@@ -12,18 +12,12 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 
 from station.config import Config
 from station.contract import iso_time
 from station.lane.status import DEVICES, LaneStatus, StatusBoard
 from station.mqtt_link import CentralLink, Live, Topics
-
-try:
-    SOFTWARE_VERSION = metadata.version("screening-station")
-except metadata.PackageNotFoundError:  # run from a source tree that was never installed
-    SOFTWARE_VERSION = "0+unknown"
-
+from station.version import VERSION
 
 # The messages this lane sends, by name, and the schema each follows (station/schemas/, docs/asyncapi.yaml).
 MESSAGE_SCHEMAS = {
@@ -66,13 +60,13 @@ class LanePresence:
         return {"schema": schema, "site": topics.site, "lane": topics.lane, "time": _now()}
 
     def status(self, state: str) -> dict[str, object]:
-        return {**self._head("screening/v1/status"), "state": state, "software_version": SOFTWARE_VERSION,
+        return {**self._head("screening/v1/status"), "state": state, "software_version": VERSION,
                 "model_hash": self.model_hash(), "rules_version": self.rules_version(),
                 "config_hash": self.identity.config_hash}
 
     def birth(self) -> list[Live]:
         classes, threats = self.classes()
-        birth = {**self._head("screening/v1/birth"), "software_version": SOFTWARE_VERSION,
+        birth = {**self._head("screening/v1/birth"), "software_version": VERSION,
                  "devices": ["lane", *DEVICES], "classes": list(classes), "threat_classes": list(threats),
                  "commands": list(self.identity.commands), "schemas": self.identity.schemas}
         self._sent = dict(self._states(self.board.current))

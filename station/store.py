@@ -97,6 +97,7 @@ CREATE TABLE IF NOT EXISTS ead_records (
     source TEXT NOT NULL,
     received_at REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS ead_records_received_at ON ead_records (received_at);  -- the newest, and what came since
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     msg_id TEXT NOT NULL UNIQUE,
@@ -517,6 +518,12 @@ class Store:
                                " ORDER BY received_at",
                                (since, until)).fetchall()
         return [EadRecord.model_validate_json(row["record"]) for row in rows]
+
+    def ead_stats(self) -> tuple[int, float | None]:
+        """How many declarations the cache holds, and when the newest was received (time.time())."""
+        # Two statements: each alone is quick on the received_at index (SQLite's count and max shortcuts)
+        count = self.db.execute("SELECT count(*) FROM ead_records").fetchone()[0]
+        return int(count), self.db.execute("SELECT max(received_at) FROM ead_records").fetchone()[0]
 
     def ead_for(self, item_id: str) -> EadRecord | None:
         row = self.db.execute("SELECT record FROM ead_records WHERE item_id = ?", (item_id,)).fetchone()

@@ -7,12 +7,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
 
+from station import logs
 from station.cli.audit import add_audit_commands
 from station.cli.backup import add_backup_commands
 from station.cli.common import INTERRUPTED, SIGPIPE_EXIT, USAGE
@@ -25,14 +24,14 @@ from station.cli.run import add_run_commands
 from station.cli.tools import add_tool_commands
 from station.cli.user import add_user_commands
 from station.config import ConfigError
+from station.version import VERSION
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(args.log_level, args.log_format)
     try:
         return int(args.handler(args))
     except ConfigError as err:
@@ -49,8 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="station", description="Edge controller of a postal X-ray screening lane.")
-    top.add_argument("--version", action="version", version=f"station {_version()}")
+    top.add_argument("--version", action="version", version=f"station {VERSION}")
     top.add_argument("--log-level", default="warning", choices=LOG_LEVELS)
+    top.add_argument("--log-format", default="plain", choices=logs.FORMATS,
+                     help="plain lines (journald-friendly: no time stamp under systemd), or one JSON object a line")
     sub = top.add_subparsers(required=True, metavar="COMMAND")
     add_run_commands(sub)
     add_lane_commands(sub)
@@ -65,6 +66,8 @@ def parser() -> argparse.ArgumentParser:
     for command in _commands(top):  # also after the command: `station run --simulate --log-level info`
         command.add_argument("--log-level", default=argparse.SUPPRESS, choices=LOG_LEVELS,
                              help="log level (also accepted before the command)")
+        command.add_argument("--log-format", default=argparse.SUPPRESS, choices=logs.FORMATS,
+                             help="plain or json (also accepted before the command)")
     return top
 
 
@@ -74,10 +77,3 @@ def _commands(p: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
     if not groups:
         return [p]
     return [leaf for g in groups for child in dict.fromkeys(g.choices.values()) for leaf in _commands(child)]
-
-
-def _version() -> str:
-    try:
-        return version("screening-station")
-    except PackageNotFoundError:
-        return "unknown (not installed)"

@@ -47,7 +47,8 @@ def status_lines(status: dict[str, Any]) -> list[str]:
     at = time.strftime("%H:%M:%S", time.localtime(float(status["at"])))
     reason = f" ({status['reason']})" if status.get("reason") else ""
     model = status.get("model")
-    lines = [f"lane {status['site']}/{status['lane']}  {status['state']}{reason}  at {at}",
+    software = f"  station {status['software_version']}" if status.get("software_version") else ""
+    lines = [f"lane {status['site']}/{status['lane']}  {status['state']}{reason}  at {at}{software}",
              f"model  {model['name']} {model['version']}  {model['hash'][:16]}" if model else
              "model  none: MANUAL_ONLY, every item to INSPECT",
              "", *table(("device", "state", "last ok", "errors", "detail"),

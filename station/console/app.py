@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from jinja2 import Environment, FileSystemLoader
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
@@ -36,6 +37,7 @@ from station.console.auth import COOKIE, LOGIN_COOKIE, LoginLimit, Session, Sess
 from station.console.images import ImageService, ScanInfo
 from station.console.server import LaneAccess, Reader, serve, url_of
 from station.kernel.viewer import TOOLS, View, ViewError
+from station.metrics import StationMetrics
 from station.store import Store
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,9 @@ class Console:
         self.locks = ItemLocks(LOCK_S)
         self.secure_cookies = web.tls_cert is not None
         self.changes = live.Changes()  # verdicts and locks: what the lane's status does not say
+        self.metrics = None if access.lane_metrics is None or not web.metrics else StationMetrics(
+            access.board, access.lane_metrics, data_dir=store_path.parent, serial=access.serial,
+            rules_version=access.rules_version, min_free_bytes=access.min_free_bytes)
         self.shared = live.Shared()  # what every open page of a kind shows alike, made once
         self.templates = Jinja2Templates(env=Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True))
         self.templates.env.globals.update(tools=TOOLS, verdicts=queries.CHOICES,
@@ -93,6 +98,8 @@ class Console:
             Route("/alarms/{code:str}/clear", self.page(self.alarm_clear, "lane"), methods=["POST"]),
             Route("/lane/{action:str}", self.page(self.lane_action, "lane"), methods=["POST"]),
             Route("/events", self.page(self.events, "view", api=True)),
+            # Prometheus scrapes without a session: counts and states only, no item or person ([web] metrics)
+            *([Route("/metrics", self.metrics_text)] if self.metrics is not None else []),
             Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
         ]
         self.app: ASGIApp = BodyLimit(Starlette(routes=routes, exception_handlers={HTTPException: self.error}),
@@ -159,6 +166,10 @@ class Console:
 
     async def audit(self, who: str, action: str) -> None:
         await self._write(lambda store: store.add_audit(who, action))
+
+    async def metrics_text(self, request: Request) -> Response:
+        assert self.metrics is not None
+        return Response(await self.metrics.scrape(self.read), media_type=CONTENT_TYPE_LATEST)
 
     # ---- login --------------------------------------------------------------------------------
 

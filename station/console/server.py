@@ -25,9 +25,12 @@ from typing import Any, TypeVar
 
 import uvicorn
 
+from drivers.barcode import BarcodeStats
+from drivers.scanner import ScannerStats
 from station.config import LaneSection, WebSection
 from station.control import ControlServer
 from station.lane.status import StatusBoard
+from station.metrics import LaneMetrics
 from station.mqtt_link import Topics
 from station.store import Store
 from station.writer import StoreWriter
@@ -104,6 +107,11 @@ class LaneAccess:
     registers: Callable[[], Mapping[str, object]]  # the PLC poller's latest values, by profile name
     frames: Callable[[], Mapping[str, list[tuple[float, str, str]]]]  # recent decoded frames per reader
     threat_classes: Callable[[], tuple[str, ...]]
+    # for /metrics (station/metrics.py); without `lane_metrics` the console serves none
+    lane_metrics: LaneMetrics | None = None  # the runtime's latency histograms
+    serial: Callable[[], Mapping[str, ScannerStats | BarcodeStats]] = dict  # the serial drivers' frame counters
+    rules_version: Callable[[], str] = lambda: "-"
+    min_free_bytes: int = 0  # storage.min_free_mb, in bytes
 
 
 def bind(web: WebSection, *, any_port: bool = False) -> socket.socket:

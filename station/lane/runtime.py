@@ -29,7 +29,7 @@ from drivers.plc import Plc, PlcError, PlcWriteError
 from drivers.scanner import Scanner
 from drivers.scanner_events import Interlock, ScanDone, ScanStarted
 from station import customs
-from station.alarms import NOTICES, STATION, ActiveAlarm, AlarmBook, alarm_payload
+from station.alarms import NOTICES, ROUTINE, STATION, ActiveAlarm, AlarmBook, alarm_payload
 from station.domain import Decision, Evidence, Reason, ReasonCode
 from station.ead.checks import check_record
 from station.ead.record import EadRecord, RecordInvalid, parse_json_record
@@ -38,6 +38,8 @@ from station.lane import messages as m
 from station.lane.core import LaneCore, LaneState
 from station.lane.recorder import Recorder
 from station.lane.status import Counters, DeviceStatus, LaneStatus, ModelInfo, OnBelt, Outbox, StatusBoard
+from station.logs import fields
+from station.metrics import LaneMetrics
 from station.mqtt_link import Topics
 from station.store import ItemRow, OutboxMessage, Store
 from station.writer import StoreWriter
@@ -69,6 +71,7 @@ class LaneRuntime:
         self.alarms: dict[str, int] = {}
         self.items_stored = 0  # by this runtime (the store also holds earlier runs)
         self.longest_stall_s = 0.0  # the event loop's longest stall seen by `watch_loop`
+        self.metrics = LaneMetrics()  # what /metrics can only learn as it happens: latencies (station/metrics.py)
         self._queue: deque[m.Event] = deque()
         self._writes: asyncio.Queue[m.WriteOutput] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -227,7 +230,9 @@ class LaneRuntime:
 
     def dispatch_alarm(self, code: str, detail: str) -> None:
         self.alarms[code] = self.alarms.get(code, 0) + 1
-        log.warning("alarm %s: %s", code, detail)
+        # what an operator did or the lane got back (a model loaded, space again) is news, not trouble
+        log.log(logging.INFO if code in ROUTINE else logging.WARNING, "alarm %s: %s", code, detail,
+                extra=fields(alarm=code))
         at = time.time()
         self.book.raised(code, detail, at)
         notice = STATION if code in NOTICES else None
@@ -311,6 +316,7 @@ class LaneRuntime:
         task.add_done_callback(self._tasks.discard)
 
     async def _infer(self, cmd: m.RunInference) -> None:
+        started = time.perf_counter()
         try:
             found, model_hash = await self.worker.run(Path(cmd.path), cmd.sha256)
         except InferenceProblem as err:
@@ -318,6 +324,7 @@ class LaneRuntime:
             self.dispatch(m.InferenceFailed(time.monotonic(), cmd.track_id, err.reason))
         else:
             self.detector_health = self.detector_health.ok()
+            self.metrics.inferred(time.perf_counter() - started)
             self.dispatch(m.InferenceDone(time.monotonic(), cmd.track_id, found, model_hash))
 
     # ---- items on the belt, kept in the store -------------------------------------------------
@@ -373,10 +380,12 @@ class LaneRuntime:
             return
         self.items_stored += 1
         self._count(row)
+        self.metrics.decided(row.decision_latency_ms)
         log.info("item %s %s: %s, routed %s%s, %s", row.item_id or row.barcode or "(no id)",
                  row.scan_id or "(no scan)", row.decision, row.routed,
                  f" ({', '.join(str(r['code']) for r in row.reasons)})" if row.reasons else "",
-                 "latency -" if row.decision_latency_ms is None else f"latency {row.decision_latency_ms:.0f} ms")
+                 "latency -" if row.decision_latency_ms is None else f"latency {row.decision_latency_ms:.0f} ms",
+                 extra=fields(item=row.uid, s10=row.item_id, scan=row.scan_id))
         self.on_stored()
         self.item_stored.set()
         self.publish_soon()

@@ -13,15 +13,22 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
 from pymodbus.client import AsyncModbusTcpClient
 
+from station.cli.lane import status_lines
+from station.control import ControlServer
+from station.version import VERSION
 from tests.conftest import free_port
+from tests.station.test_lane_status_value import status as lane_status
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "station.example.toml"
+PROJECT_VERSION = tomllib.loads((EXAMPLE.parent / "pyproject.toml").read_text())["project"]["version"]
 
 
 def station(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -163,9 +170,18 @@ def test_a_closed_output_pipe_ends_a_command_quietly(tmp_path: Path) -> None:
 
 def test_version_and_a_log_level_after_the_command(tmp_path: Path) -> None:
     version = station("--version")
-    assert version.returncode == 0 and re.fullmatch(r"station \d+\.\d+\.\d+\S*\n", version.stdout)
+    # pyproject.toml's version (an editable install keeps the one it was installed with: install again)
+    assert version.returncode == 0 and version.stdout == f"station {PROJECT_VERSION}\n"
     late = station("config", "check", str(EXAMPLE), "--log-level", "info")
     assert late.returncode == 0, late.stderr
+
+
+def test_lane_status_names_the_software_version_of_the_daemon_that_answers(tmp_path: Path) -> None:
+    runtime = SimpleNamespace(publish_status=lambda: lane_status(1))
+    reply = ControlServer(runtime, models=None, path=tmp_path / "control.sock").status()  # type: ignore[arg-type]
+    assert reply["software_version"] == VERSION == PROJECT_VERSION
+    assert status_lines(reply)[0].endswith(f"  station {VERSION}")
+    assert "station" not in status_lines({**reply, "software_version": None})[0]  # a daemon that does not say
 
 
 def test_a_run_on_a_terminal_shows_progress_and_ctrl_c_prints_the_summary(tmp_path: Path) -> None:
