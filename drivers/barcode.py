@@ -3,7 +3,8 @@
 The reader sends ``<code>\\r\\n`` per item, or ``NOREAD\\r\\n`` when it saw the item but no code.
 CR, LF and CR LF all end a line. The code is stripped of surrounding blanks; empty lines are
 ignored; a line with bytes outside printable ASCII (line noise, a baud-rate mismatch) or longer
-than MAX_LINE is counted as an error and produces no read. S10 validation belongs to the station.
+than MAX_LINE bytes (blanks included) is counted as an error and produces no read. S10 validation
+belongs to the station.
 """
 
 from __future__ import annotations
@@ -134,11 +135,13 @@ class BarcodeReader:
         if self._skipping:  # tail of an over-long line, already counted
             self._skipping = False
             return None
+        # The limit counts the blanks too, as `feed` does for a line still unterminated: a line is
+        # refused or read the same however the serial port cut it.
+        if len(raw) > MAX_LINE:
+            self._error("too_long", f"line of {len(raw)} bytes")
+            return None
         text = raw.strip(b" \t")
         if not text:
-            return None
-        if len(text) > MAX_LINE:
-            self._error("too_long", f"line of {len(text)} bytes")
             return None
         if any(b < 0x20 or b > 0x7E for b in text):
             self._error("garbage", f"non-printable bytes in {text[:40]!r}")

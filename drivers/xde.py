@@ -63,6 +63,10 @@ def _parse_header(data: bytes) -> tuple[dict[str, Any], int]:
         header = json.loads(data[_PREFIX.size : end].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise XdeError(f"header is not UTF-8 JSON: {err}") from err
+    except RecursionError as err:
+        raise XdeError("header is not JSON we read: nested too deeply") from err
+    except ValueError as err:  # an integer of more digits than Python converts
+        raise XdeError(f"header is not JSON we read: {err}") from err
     if not isinstance(header, dict):
         raise XdeError("header is not a JSON object")
     return header, end

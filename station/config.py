@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -32,6 +33,18 @@ class ConfigError(Exception):
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _plain_values(cls, value: object, info: ValidationInfo) -> object:
+        """No NUL in any text (a path with one fails only when opened), and no true/false for a number
+        (pydantic would take them as 1 and 0: `port = false` would be a random port)."""
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("holds a NUL character")
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and field.annotation in (int, float):
+            raise ValueError(f"expected a number, not {str(value).lower()}")
+        return value
 
 
 Mm = Annotated[float, Field(ge=-10_000, le=100_000)]
@@ -265,9 +278,11 @@ def load_config(path: str | Path | None) -> Config:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 (byte {err.start})") from err
     try:
         raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
+    except (ValueError, RecursionError) as err:  # TOMLDecodeError is a ValueError; so is a 5000-digit integer's
         raise ConfigError(f"{path}: not valid TOML: {err}") from err
     return parse_config(raw, source=str(path), text=text)
 
@@ -283,6 +298,7 @@ def parse_config(raw: dict[str, Any], source: str = "<config>", text: str = "") 
             where = line_of(text, e["loc"])
             at = f":{where}" if where else ""
             problem = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+            problem = problem.replace("\r", "\\r").replace("\n", "\\n")  # one problem, one line
             lines.append(f"{source}{at}: {key}: {problem}")
         raise ConfigError("\n".join(lines)) from err
     # Relative data paths are relative to the config file's folder, so a config works from any cwd.
@@ -347,6 +363,8 @@ def key_lines(text: str) -> dict[tuple[str, ...], int]:
         if key is None or table is None:
             continue
         path = table + _dotted(key.group(1))
+        for n in range(len(table) + 1, len(path)):  # a.b = 1 also makes table a, if nothing did before
+            lines.setdefault(path[:n], number)
         lines.setdefault(path, number)
         value = key.group(2)
         if value.startswith("{"):

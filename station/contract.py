@@ -120,12 +120,15 @@ def _closest(branches: list[Any]) -> list[Any]:
 
 def parse(schema_id: str, payload: bytes) -> dict[str, Any]:
     """An inbound payload as a dict; ContractError naming what is wrong when it is not UTF-8, not one JSON
-    object (NaN, Infinity and repeated keys are not JSON a stranger may send), or breaks the schema."""
+    object (NaN, Infinity, repeated keys and lone surrogates are not JSON a stranger may send), or breaks
+    the schema."""
     if len(payload) > MAX_PAYLOAD:  # before decoding: a huge document is slow to decode
         raise ContractError([f"$: larger than {MAX_PAYLOAD} bytes ({len(payload)})"])
     data = _decode(payload)
     if not isinstance(data, dict):
         raise ContractError([f"$: expected a JSON object, got {_json_type(data)}"])
+    if (where := _not_text(data)) is not None:
+        raise ContractError([f"{where}: not valid text (a lone surrogate, which no store or log can encode)"])
     try:
         found = problems(schema_id, data)
     except RecursionError as err:
@@ -149,6 +152,34 @@ def _decode(payload: bytes) -> object:
         raise ContractError(["$: not JSON we take: nested too deeply"]) from err
     except ValueError as err:  # ours below, or an integer of more digits than Python converts
         raise ContractError([f"$: not JSON we take: {err}"]) from err
+
+
+def _not_text(data: object) -> str | None:
+    """The path of the first key or string that is not Unicode text: JSON's \\u escapes can spell a lone
+    surrogate ("\\ud800"), which UTF-8 (SQLite, a log, an MQTT reply) cannot encode. Walked without
+    recursion: the document may be as deep as json.loads allows."""
+    stack: list[tuple[str, object]] = [("$", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if not _is_text(value):
+                return path
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if not _is_text(key):
+                    return path
+                stack.append((f"{path}.{key}", item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
+    return None
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _no_constant(name: str) -> object:

@@ -120,6 +120,9 @@ class Console:
         """`handler` behind the session, account, role and (for a POST) CSRF checks. Without a session a page
         sends the browser to the login; an `api` answer (an image, the event stream) and a POST get 401."""
         async def checked(request: Request) -> Response:
+            for name, value in request.path_params.items():  # {pk:int} takes any digits; SQLite's are 64-bit
+                if isinstance(value, int) and not 0 <= value < 2**63:
+                    raise HTTPException(404, f"no {'item' if name == 'pk' else 'verdict'} {value}")
             session = await self._session(request)
             if session is None:
                 if request.method == "GET" and not api and "hx-request" not in request.headers:
@@ -378,7 +381,10 @@ class Console:
         except ValueError as err:
             raise HTTPException(400, str(err)) from err
         started = time.perf_counter()
-        rows = await self.read(lambda store: queries.search(store, filters, PAGE))
+        try:
+            rows = await self.read(lambda store: queries.search(store, filters, PAGE))
+        except reviews.VerdictError as err:  # a decision or verdict the search does not know: it names it
+            raise HTTPException(400, str(err)) from err
         took_ms = (time.perf_counter() - started) * 1000
         more = None
         if len(rows) == PAGE:

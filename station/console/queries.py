@@ -77,8 +77,8 @@ class HistoryFilter:
             if len(value) > 64:
                 raise ValueError(f"{key}: at most 64 characters")
         before = text.get("before")
-        if before is not None and not before.isdigit():
-            raise ValueError(f"before {before!r}: an item number")
+        if before is not None and not (before.isascii() and before.isdigit() and int(before) < 2**63):
+            raise ValueError(f"before {before!r}: an item number")  # SQLite's integers are 64-bit
         return cls(text.get("s10"), _day(text, "since"), _day(text, "until", end=True), text.get("decision"),
                    text.get("reason"), text.get("verdict"), text.get("operator"),
                    int(before) if before is not None else None)
@@ -96,10 +96,10 @@ def _day(text: Mapping[str, str], key: str, end: bool = False) -> float | None:
         return None
     try:
         day = date.fromisoformat(value)
-    except ValueError as err:
-        raise ValueError(f"{key} {value!r}: a date, YYYY-MM-DD") from err
-    start = datetime(day.year, day.month, day.day) + (timedelta(days=1) if end else timedelta())
-    return start.timestamp()
+        start = datetime(day.year, day.month, day.day) + (timedelta(days=1) if end else timedelta())
+        return start.timestamp()
+    except (ValueError, OverflowError) as err:  # not a date; or 9999-12-31's next day, 0001-01-01 before UTC
+        raise ValueError(f"{key} {value!r}: a date, YYYY-MM-DD, from 0001-01-02 to 9999-12-30") from err
 
 
 def search(store: Store, filters: HistoryFilter, limit: int) -> list[reviews.HistoryRow]:

@@ -4,8 +4,8 @@ This mirrors the CN 23 form (and the UPU ITMATT message that carries it between 
 
 A value is *invalid*, and parsing raises ValueError naming each bad field, when it cannot be a record:
 not an object, no item_id, a field of the wrong type (strict: "2" is not a quantity), a negative weight,
-value or quantity, a non-finite number, a date without a time zone, a category not on the form, a field
-the form does not have, or a value out of bounds (below). Everything else parses, even when fields customs
+value or quantity, a non-finite number, a date without a time zone (or as a number), a category not on the
+form, a field the form does not have, or a value out of bounds (below). Everything else parses, even when fields customs
 needs are empty or missing: such a record is *incomplete*, and station.ead.checks reports each such field
 as EAD_INCOMPLETE. Codes (countries, currencies, HS) are plain strings here and are judged by the checks,
 so a record with "UK" as a country is stored and reported, not thrown away.
@@ -18,6 +18,7 @@ lone surrogate such as "\\ud800" through, and SQLite's encoder then raises), eac
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
 
-MAX_PAYLOAD = 256 * 1024  # bytes of a message (characters of a line): far above any real declaration
+MAX_PAYLOAD = 256 * 1024  # bytes of a message or of a line: far above any real declaration
 TEXT_MAX = 500  # names, addresses, contacts, descriptions: a CN 23 box holds far less
 CODE_MAX = 35  # ids and codes: the an..35 of the UN/EDIFACT messages that carry ITMATT
 MAX_VERSION = 2**31 - 1  # amendments; station.store also refuses a jump far above the stored one
@@ -43,6 +44,14 @@ def _text(value: object) -> object:
         except UnicodeEncodeError as err:
             raise PydanticCustomError("text", "not valid text (a lone surrogate at character {at})",
                                       {"at": err.start}) from None
+    return value
+
+
+def _time(value: object) -> object:
+    """A time comes as ISO 8601 text (or a datetime): pydantic would read a number as Unix seconds, or as
+    milliseconds above 2e10, a guess at the sender's unit that the published schema does not allow."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise PydanticCustomError("time", "a time is ISO 8601 text with a time zone, not a number")
     return value
 
 
@@ -92,7 +101,7 @@ class EadRecord(_Strict):
     total_gross_weight_kg: Amount | None = Field(None, description="Total gross weight in kilograms.")
     total_value: Amount | None = Field(None, description="Total value, in `currency`.")
     currency: Code = Field("", description="ISO 4217 code of `total_value`.")
-    declared_at: Annotated[AwareDatetime | None, Field(strict=False)] = Field(
+    declared_at: Annotated[AwareDatetime | None, Field(strict=False), BeforeValidator(_time)] = Field(
         None, description="When the declaration was made (ISO 8601 with a time zone).")
 
     def to_json(self) -> str:
@@ -129,8 +138,8 @@ def parse_record(obj: object) -> EadRecord:
 
 def parse_json_record(text: str | bytes) -> EadRecord:
     """Decode and validate one JSON document (an MQTT payload, a line). Anything that is not a record,
-    however malformed (bad UTF-8, not JSON, nested too deeply, over MAX_PAYLOAD), raises RecordInvalid and
-    nothing else."""
+    however malformed (bad UTF-8, not JSON, a key given twice, nested too deeply, over MAX_PAYLOAD), raises
+    RecordInvalid and nothing else."""
     return parse_record(_decode(text))
 
 
@@ -138,13 +147,27 @@ def _decode(text: str | bytes) -> object:
     if len(text) > MAX_PAYLOAD:  # before decoding: json.loads of a huge document is slow and memory-hungry
         raise RecordInvalid((("record", f"larger than {MAX_PAYLOAD} bytes"),))
     try:
-        return json.loads(text)
+        # UTF-8 only: given bytes, json.loads would also take UTF-16 and UTF-32 and skip a BOM
+        return json.loads(text.decode("utf-8") if isinstance(text, bytes) else text, object_pairs_hook=_once)
     except json.JSONDecodeError as err:
         raise RecordInvalid((("record", f"not JSON: {err.msg} at column {err.colno}"),)) from err
     except UnicodeDecodeError as err:
         raise RecordInvalid((("record", f"not UTF-8: {err.reason} at byte {err.start}"),)) from err
     except RecursionError as err:
         raise RecordInvalid((("record", "not JSON: nested too deeply"),)) from err
+    except ValueError as err:  # a key given twice, or an integer of more digits than Python converts
+        raise RecordInvalid((("record", f"not JSON we take: {err}"),)) from err
+
+
+def _once(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """Each key once: of a key given twice, which value was meant is not ours to guess (json.loads keeps
+    the last). station.contract refuses the same for the other inbound messages; station/ead imports
+    nothing of the station but the domain, hence its own."""
+    data = dict(pairs)
+    if len(data) < len(pairs):
+        repeated, times = Counter(key for key, _ in pairs).most_common(1)[0]
+        raise ValueError(f"the key {repeated[:40]!r} is given {times} times")
+    return data
 
 
 def _json_type(obj: object) -> str:
@@ -166,8 +189,9 @@ def read_jsonl(path: Path) -> Iterator[EadRecord | BadLine]:
 
 
 def read_lines(path: Path) -> Iterator[tuple[int, EadRecord | BadLine]]:
-    """Like `read_jsonl`, with each non-blank line's number (from 1)."""
-    with path.open(encoding="utf-8", errors="replace") as lines:
+    """Like `read_jsonl`, with each non-blank line's number (from 1). A line ends at LF (CR LF too), as
+    `grep -n` and editors count them; a line that is not UTF-8 is a bad line, as an MQTT payload would be."""
+    with path.open("rb") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue

@@ -118,6 +118,8 @@ def _tiff_pages(data: bytes, most: int = 16) -> list[tuple[int, int]]:
     if len(data) < 8:
         raise ValueError("TIFF header truncated")
     (ifd,) = struct.unpack(endian + "I", data[4:8])
+    if not ifd:
+        raise ValueError("no page (the first directory's offset is 0)")
     pages: list[tuple[int, int]] = []
     while ifd:
         if len(pages) == most:
@@ -131,6 +133,8 @@ def _tiff_pages(data: bytes, most: int = 16) -> list[tuple[int, int]]:
             if off + 12 > len(data):
                 raise ValueError(f"directory of page {len(pages) + 1} truncated")
             tag, typ = struct.unpack(endian + "HH", data[off : off + 4])
+            if tag in dims:  # libtiff decodes the first of two; the check must judge the same one
+                raise ValueError(f"page {len(pages) + 1} gives its {'width' if tag == 256 else 'length'} twice")
             if tag in (256, 257):
                 fmt = endian + ("H" if typ == 3 else "I")
                 dims[tag] = struct.unpack(fmt, data[off + 8 : off + 8 + struct.calcsize(fmt)])[0]
