@@ -3,8 +3,8 @@
 Every raise is one row of the store's `alarms` table (the history); while rows of a code are not
 cleared, that code is one *active* alarm, with how often it was raised and its latest detail. The
 operator acknowledges an active alarm (seen, being dealt with) and clears it (dealt with); the station
-clears an alarm itself only where the condition that raised it has ended by itself (DISK_FULL once
-space is back), or where the operator's reset of the lane is its clear (a lane fault). A clear is
+clears an alarm itself only where the condition that raised it has ended by itself (DISK_FULL and
+DISK_LOW once space is back), or where the operator's reset of the lane is its clear (a lane fault). A clear is
 refused while the condition still holds: a scanner still unplugged, a lane still in fault.
 
 Notices (a start or reset refused, a model loaded) are kept in the history born cleared: they

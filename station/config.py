@@ -152,6 +152,34 @@ class StorageSection(Section):
     min_free_mb: float = Field(64.0, ge=0, le=1_000_000,
                                description="Below this much free space in data_dir the lane pauses (DISK_FULL) "
                                            "until space returns, before the store ever sees a full disk; 0 = off.")
+    warn_free_mb: float = Field(256.0, ge=0, le=1_000_000,
+                                description="Below this much free space in data_dir the DISK_LOW alarm is raised "
+                                            "(cleared 10 % above it) and retention runs at once, deleting the oldest "
+                                            "deletable scans until space is back; above min_free_mb; 0 = off.")
+    keep_images_days: float = Field(30.0, ge=0, le=36_500,
+                                    description="Scans older than this are deleted (the item's record stays, with "
+                                                "the scan's SHA-256); never a protected item's. 0 = kept forever.")
+    keep_items_days: float = Field(365.0, ge=0, le=36_500,
+                                   description="Item records (and declarations no record needs) older than this are "
+                                               "deleted; never a protected item's. At least keep_images_days; "
+                                               "0 = kept forever.")
+    max_disk_share: float = Field(0.8, gt=0, le=1,
+                                  description="Scans and the store together use at most this share of data_dir's "
+                                              "filesystem: above it the oldest deletable scans go first, then the "
+                                              "oldest deletable records. 1 = no limit but the disk.")
+    retention_interval_min: float = Field(10.0, ge=0.1, le=24 * 60,
+                                          description="Minutes between two retention passes (the first 30 s after "
+                                                      "the start; one at once below warn_free_mb or at DISK_FULL).")
+
+    @model_validator(mode="after")
+    def _floors_and_ages(self) -> StorageSection:
+        if self.warn_free_mb and self.warn_free_mb <= self.min_free_mb:
+            raise ValueError("warn_free_mb (the DISK_LOW warning) must be above min_free_mb (the DISK_FULL pause), "
+                             "or 0 for no warning")
+        if self.keep_items_days and not 0 < self.keep_images_days <= self.keep_items_days:
+            raise ValueError("keep_items_days must be at least keep_images_days (a record outlives its scan), "
+                             "or 0 to keep records forever")
+        return self
 
 
 CommandName = Literal["pause", "resume", "rebirth", "model-load", "rules-reload"]  # cmd/{name}: station/commands.py

@@ -182,6 +182,16 @@ def active(store: Store | sqlite3.Connection, item_id: str) -> Instruction | Non
     return current
 
 
+def referred_sql(item_id: str) -> str:
+    """`active`'s rule as an SQL condition on the S10 id `item_id` (an SQL expression), for a query over many
+    items (retention keeps what customs holds): some hold, do_not_load or screen has no release issued after
+    it, in customs' order (issue time, then arrival)."""
+    kinds = ", ".join(f"'{kind}'" for kind in REFERRALS)
+    return (f"EXISTS (SELECT 1 FROM customs_instructions AS r WHERE r.item_id = {item_id} AND r.type IN ({kinds})"
+            " AND NOT EXISTS (SELECT 1 FROM customs_instructions AS x WHERE x.item_id = r.item_id"
+            " AND x.type = 'release' AND (x.issued_at > r.issued_at OR (x.issued_at = r.issued_at AND x.id > r.id))))")
+
+
 def referral(db: sqlite3.Connection, item_id: str) -> Instruction | None:
     """The referral a verdict on this item answers: the one in force, else the latest ever sent
     (a released item was still referred, and customs waits for its result)."""

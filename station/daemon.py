@@ -40,8 +40,10 @@ from station.lock import DataDirLock
 from station.model_swap import ModelSwitch, model_info
 from station.mqtt_link import CentralLink, Topics
 from station.presence import MESSAGE_SCHEMAS, Identity, LanePresence, config_hash
+from station.retention import Policy
 from station.rules import load_ruleset
 from station.service import Notifier, notify_ready
+from station.space import SpaceKeeper
 from station.store import Store
 from station.writer import StoreWriter
 
@@ -130,10 +132,19 @@ async def run_station(config: Config, *, lane: OpenLane | None = None, control: 
             stack.callback(web_socket.close)
         store = stack.enter_context(Store(result.store_path))  # the loop's reader
         runtime: LaneRuntime | None = None
+        keeper: SpaceKeeper | None = None
         full: list[tuple[bool, str]] = []  # what the writer reported before the runtime could hear it
+
+        def on_full(is_full: bool, why: str) -> None:
+            if runtime is not None:
+                runtime.store_full(is_full, why)
+            else:
+                full.append((is_full, why))
+            if is_full and keeper is not None:
+                keeper.wake()  # retention at once: deleting what may go brings the space back
+
         writer = await stack.enter_async_context(StoreWriter(
-            result.store_path, min_free_bytes=int(config.storage.min_free_mb * 2**20),
-            on_full=lambda is_full, why: runtime.store_full(is_full, why) if runtime else full.append((is_full, why))))
+            result.store_path, min_free_bytes=int(config.storage.min_free_mb * 2**20), on_full=on_full))
         spool_dir, plc_link = config.spool_dir, config.plc.link.link()
         scanner_port, barcode_port = config.scanner.port, config.barcode.port
         topics = Topics(config.station.site, config.station.lane)
@@ -173,6 +184,9 @@ async def run_station(config: Config, *, lane: OpenLane | None = None, control: 
         stack.push_async_callback(runtime.aclose)
         for is_full, why in full:
             runtime.store_full(is_full, why)
+        keeper = await stack.enter_async_context(SpaceKeeper(  # retention's thread: a first pass 30 s in
+            result.store_path, data_dir / "images", Policy.of(config.storage), writer,
+            interval_s=config.storage.retention_interval_min * 60, on_low=runtime.space_low))
         if left := runtime.record_left_on_belt():
             log.warning("%d items were on the belt when the station last stopped: recorded UNCONFIRMED", left)
         central.subscriptions[topics.ead_records] = runtime.ead_message

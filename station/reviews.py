@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from station import customs
+from station import customs, holds
 from station.alerts import alert_payload
 from station.contract import iso_time
 from station.domain import Detected, Reason, RuleHit
@@ -126,6 +126,8 @@ class ItemView:
     verdicts: tuple[Verdict, ...]
     instructions: tuple[customs.Instruction, ...] = ()  # customs' for its S10 id, in customs' order
     held: customs.Instruction | None = None  # customs' referral in force: no CLEARED, no FALSE_ALARM
+    image_pruned_at: float | None = None  # when retention deleted the scan (image_path is None then)
+    legal_hold: holds.Hold | None = None  # `station item hold`: retention keeps the item whole
 
     @property
     def machine_threat(self) -> bool:
@@ -361,8 +363,14 @@ def _verdict(row: sqlite3.Row, machine_threat: bool) -> Verdict:
 
 # ---- the queue -----------------------------------------------------------------------------------
 
-_PENDING = ("FROM items AS i WHERE i.decision = 'INSPECT' AND i.id > ? AND NOT EXISTS"
-            " (SELECT 1 FROM verdicts AS v WHERE v.item = i.id AND v.undone_at IS NULL)")
+def awaiting_verdict(item: str) -> str:
+    """SQL, true while the item aliased `item` waits for a verdict: INSPECT, and no verdict not undone (the
+    queue's rule; retention keeps such an item whole)."""
+    return (f"{item}.decision = 'INSPECT' AND NOT EXISTS"
+            f" (SELECT 1 FROM verdicts AS v WHERE v.item = {item}.id AND v.undone_at IS NULL)")
+
+
+_PENDING = f"FROM items AS i WHERE i.id > ? AND {awaiting_verdict('i')}"
 
 
 def queue(store: Store, *, limit: int = 50, after_id: int = 0) -> list[QueueItem]:
@@ -413,6 +421,7 @@ def item_view(store: Store, item_pk: int) -> ItemView | None:
     declared = evidence.get("declared_weight_kg")
     if declared is None and declaration is not None:
         declared = declaration.total_gross_weight_kg
+    pruned = store.db.execute("SELECT pruned_at FROM pruned_images WHERE item = ?", (item_pk,)).fetchone()
     return ItemView(
         id=row["id"], uid=row["uid"], track_id=row["track_id"], item_id=row["item_id"], barcode=row["barcode"],
         scan_id=row["scan_id"], image_path=row["image_path"], image_sha256=row["image_sha256"],
@@ -425,7 +434,9 @@ def item_view(store: Store, item_pk: int) -> ItemView | None:
         rules_fired=tuple(_hit(h) for h in explanation.get("trace") or ()),
         declared_weight_kg=declared, measured_weight_kg=evidence.get("measured_weight_kg"), verdicts=verdicts,
         instructions=tuple(customs.instructions_for(store.db, row["item_id"])) if row["item_id"] else (),
-        held=customs.active(store, row["item_id"]) if row["item_id"] else None)
+        held=customs.active(store, row["item_id"]) if row["item_id"] else None,
+        image_pruned_at=pruned["pruned_at"] if pruned else None,
+        legal_hold=holds.current(store.db, item_pk))
 
 
 def _reason(r: dict[str, Any]) -> Reason:

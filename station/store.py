@@ -26,10 +26,11 @@ log = logging.getLogger(__name__)
 MAX_VERSION_STEP = 1000  # the most one EAD amendment may raise the stored version
 
 # The store's schema version (SQLite's user_version). 0: a store made before versions were kept (every
-# release up to 0.1.0); 1: this schema. Any change to SCHEMA raises it (an open of a store at this
+# release up to 0.1.0); 1: versions kept; 2: retention's tables (legal_holds, pruned_images) and indexes
+# (items_with_image, ead_records_received_at). Any change to SCHEMA raises it (an open of a store at this
 # version touches nothing): a new table or index is made by SCHEMA itself, a changed table needs a
 # step in `_bring_up_to_date`.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class StoreTooNew(Exception):
@@ -196,6 +197,24 @@ CREATE TABLE IF NOT EXISTS customs_instructions (  -- what customs asked of an i
     received_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS customs_instructions_item ON customs_instructions (item_id, issued_at);
+CREATE TABLE IF NOT EXISTS legal_holds (  -- `station item hold`: retention never deletes a held item (station/holds.py)
+    id INTEGER PRIMARY KEY,
+    item INTEGER NOT NULL REFERENCES items (id),
+    reason TEXT NOT NULL,
+    held_by TEXT NOT NULL,
+    held_at REAL NOT NULL,
+    released_by TEXT,
+    released_at REAL
+);
+CREATE INDEX IF NOT EXISTS legal_holds_item ON legal_holds (item);
+CREATE UNIQUE INDEX IF NOT EXISTS legal_holds_current ON legal_holds (item) WHERE released_at IS NULL;
+CREATE TABLE IF NOT EXISTS pruned_images (  -- scans retention deleted (station/retention.py); items keep image_sha256
+    item INTEGER PRIMARY KEY REFERENCES items (id),
+    path TEXT,  -- the file until it is unlinked (after the commit): one a crash left on disk goes at the next pass
+    pruned_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pruned_images_unlinking ON pruned_images (item) WHERE path IS NOT NULL;
+CREATE INDEX IF NOT EXISTS items_with_image ON items (routed_at) WHERE image_path IS NOT NULL;  -- retention's scan
 """
 
 

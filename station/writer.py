@@ -12,12 +12,17 @@ Guarantees:
 - a full disk is a state, not a crash: below `min_free_bytes` free (checked before every job, so that
   SQLite never sees the disk full in the usual case) or when SQLite reports it full, `on_full(True,
   why)` is called on the loop, and `on_full(False, ...)` once a job has run again;
-- a job that fails for any other reason (a bug, a constraint) fails its own future and nothing else.
+- a job that fails for any other reason (a bug, a constraint) fails its own future and nothing else;
+- a job `interject`ed from another thread (retention's, station/retention.py) takes its turn in the
+  queue, and also runs while the head of the queue waits for room or for a busy database (it frees
+  space): a queued job waits for at most one interjected job, the one running when it was queued, which
+  its sender keeps small (its sender waits for each before it sends the next).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import logging
 import os
@@ -39,12 +44,14 @@ Job = Callable[[Store], Any]
 
 
 class _Stop(Enum):
-    """The one value that tells the writer thread to stop."""
+    """The values that tell the writer thread to stop, or to run what was interjected."""
 
     STOP = "stop"
+    WAKE = "wake"
 
 
 _STOP: Final = _Stop.STOP
+_WAKE: Final = _Stop.WAKE
 
 
 def disk_full(err: BaseException) -> bool:
@@ -73,6 +80,8 @@ class StoreWriter:
         self.busy_waits = 0  # jobs that had to wait for another writer (an import) beyond the busy timeout
         self.longest_job_s = 0.0
         self._jobs: queue.SimpleQueue[tuple[Job, asyncio.Future[Any] | None] | _Stop] = queue.SimpleQueue()
+        self._interjected: queue.SimpleQueue[tuple[Job, concurrent.futures.Future[Any]]] = queue.SimpleQueue()
+        self._stopped = False
         self._pending = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -120,6 +129,23 @@ class StoreWriter:
         """Until every job submitted so far is done."""
         await self._idle.wait()
 
+    def interject(self, job: Callable[[Store], T], timeout_s: float = 60.0) -> T:
+        """From a thread other than the loop's: run `job(store)` on the writer thread in its turn after the
+        jobs queued before it (or sooner, while the queue's head waits for room: no free-space floor applies
+        to it) and return what it returns, or raise what it raises. The caller's thread waits; the jobs
+        queued after it wait for it too, so keep it small. A job not started within `timeout_s` is
+        cancelled (TimeoutError)."""
+        if self._stopped or self._thread is None or threading.current_thread() is self._thread:
+            raise RuntimeError("interject: the writer is not running, or this is its own thread")
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._interjected.put((job, future))
+        self._jobs.put(_WAKE)
+        try:
+            return future.result(timeout_s)
+        except TimeoutError:
+            future.cancel()
+            raise
+
     # ---- the thread ---------------------------------------------------------------------------
 
     def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
@@ -132,15 +158,21 @@ class StoreWriter:
         ready.set()
         with store:
             while (item := self._jobs.get()) is not _STOP:
+                if item is _WAKE:
+                    self._run_interjected(store)
+                    continue
                 job, future = item
                 self._finish(future, *self._run_until_done(store, job))
+            self._stopped = True
+            while not self._interjected.empty():  # nobody will run them now
+                self._interjected.get()[1].cancel()
 
     def _run_until_done(self, store: Store, job: Job) -> tuple[Any, BaseException | None]:
         while True:
             why = self._no_room()
             if why:
                 self._set_full(True, why)
-                time.sleep(self.retry_s)
+                self._wait(store, self.retry_s)
                 continue
             started = time.monotonic()
             try:
@@ -154,12 +186,38 @@ class StoreWriter:
                                 self.path, self.busy_timeout_s)
                 else:
                     return None, err
-                time.sleep(self.retry_s)
+                self._wait(store, self.retry_s)
                 continue
             self.longest_job_s = max(self.longest_job_s, time.monotonic() - started)
             if self.full:
                 self._set_full(False, f"{self.path}: records are stored again")
             return result, None
+
+    def _run_interjected(self, store: Store) -> None:
+        while True:
+            try:
+                job, future = self._interjected.get_nowait()
+            except queue.Empty:
+                return
+            self._run_one_interjected(store, job, future)
+
+    def _run_one_interjected(self, store: Store, job: Job, future: concurrent.futures.Future[Any]) -> None:
+        if not future.set_running_or_notify_cancel():
+            return  # its sender gave up waiting
+        try:
+            future.set_result(job(store))
+        except Exception as err:  # the sender's to handle, on its own thread
+            future.set_exception(err)
+
+    def _wait(self, store: Store, seconds: float) -> None:
+        """Sleep `seconds` before the queue's head runs again, running what is interjected meanwhile."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                job, future = self._interjected.get(timeout=left)
+            except queue.Empty:
+                return
+            self._run_one_interjected(store, job, future)
 
     def _no_room(self) -> str:
         if self.min_free_bytes <= 0:

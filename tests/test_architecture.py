@@ -137,7 +137,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("station.store", "station.writer", "station.summary", "station.inference", "station.mqtt_link",
      "station.intake", "station.ead_quality", "station.lane.recorder", "station.accounts", "station.reviews",
      "station.mqtt_tls", "station.presence", "station.customs", "station.service",
-     "station.metrics"),
+     "station.metrics", "station.holds", "station.retention", "station.space"),
     ("station.lane.runtime", "station.model_swap", "station.control", "station.commands", "station.console"),
     ("station.daemon", "station.preflight"),
     ("station.cli",),

@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 
 from simulator.faults import Fault
+from station.config import MqttSection
 from station.daemon import Lane
 from station.lane.core import LaneState
 from station.store import Store
+from tests.conftest import Broker
 from tests.test_faults import config, run, stored, until
 
 pytestmark = pytest.mark.slow  # the whole lane runs: daemon, simulator (and broker)
@@ -62,6 +64,43 @@ def test_a_disk_full_under_sqlite_is_a_state_not_a_crash(small_fs: Path) -> None
     with sqlite3.connect(small_fs / "station.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert seen["alarms"].get("DISK_FULL") == 1  # type: ignore[union-attr]
+
+
+def test_under_the_warning_floor_disk_low_is_raised_and_retention_gives_the_space_back(small_fs: Path,
+                                                                                       broker: Broker) -> None:
+    """Free space under storage.warn_free_mb: DISK_LOW, and a retention pass at once (not after its 10 min)
+    that deletes the scans of items central has (CLEAR, every message acknowledged), never a flagged item's;
+    the station clears DISK_LOW once space is back. The belt never stops for it."""
+    seen: dict[str, object] = {}
+
+    def pruned(lane: Lane) -> int:
+        return int(lane.store.db.execute("SELECT count(*) FROM pruned_images").fetchone()[0])
+
+    async def control(lane: Lane) -> None:
+        assert lane.sim is not None
+        await stored(lane, 8)
+        await until(lambda: lane.store.outbox_count() == 0, 20, "every message acknowledged by the broker")
+        await lane.sim.inject(Fault("disk-full", 46 * 1024))  # 46 MiB free, under the 48 MiB floor
+        await until(lambda: lane.runtime.book.get("DISK_LOW") is not None, 15, "DISK_LOW raised")
+        await until(lambda: pruned(lane) > 0, 15, "scans deleted at once")
+        seen["pruned"] = pruned(lane)
+        await lane.sim.inject(Fault("disk-full", 0))
+        await until(lambda: lane.runtime.book.get("DISK_LOW") is None, 15, "DISK_LOW cleared by the station")
+        seen["alarms"] = dict(lane.runtime.alarms)
+        seen["state"] = lane.runtime.core.state
+
+    cfg = config(small_fs, min_free_mb=16, warn_free_mb=48)
+    run(small_fs, control, cfg=cfg.model_copy(update={"mqtt": MqttSection(host=broker.host, port=broker.port)}))
+    assert seen["state"] is LaneState.RUNNING and "DISK_FULL" not in seen["alarms"]  # type: ignore[operator]
+    assert seen["alarms"].get("DISK_LOW") == 1, seen  # type: ignore[union-attr]
+    with Store(small_fs / "station.db") as store:
+        rows = store.db.execute("SELECT i.decision, i.image_path, i.image_sha256 FROM pruned_images AS p"
+                                " JOIN items AS i ON i.id = p.item").fetchall()
+        flagged = store.db.execute("SELECT count(*) FROM items WHERE decision = 'INSPECT' AND image_path IS NOT NULL"
+                                   " AND routed = 'INSPECT'").fetchone()[0]
+    assert len(rows) >= int(seen["pruned"]) > 0  # type: ignore[call-overload]
+    assert all(r["decision"] == "CLEAR" and r["image_path"] is None and r["image_sha256"] for r in rows), rows
+    assert flagged > 0  # the flagged items, none reviewed, kept their scans
 
 
 def test_images_are_kept_across_filesystems_and_restarts_owner_only(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from station.cli.backup import add_backup_commands
 from station.cli.common import INTERRUPTED, SIGPIPE_EXIT, USAGE
 from station.cli.diag import add_diag_commands
 from station.cli.ead import add_ead_commands
+from station.cli.item import add_item_commands
 from station.cli.lane import add_lane_commands, add_model_control_commands
 from station.cli.model import add_model_commands
 from station.cli.rules import add_rules_commands
@@ -63,6 +64,7 @@ def parser() -> argparse.ArgumentParser:
     add_backup_commands(sub)
     add_audit_commands(sub)
     add_user_commands(sub)
+    add_item_commands(sub)
     for command in _commands(top):  # also after the command: `station run --simulate --log-level info`
         command.add_argument("--log-level", default=argparse.SUPPRESS, choices=LOG_LEVELS,
                              help="log level (also accepted before the command)")

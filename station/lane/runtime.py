@@ -71,6 +71,7 @@ class LaneRuntime:
         self.alarms: dict[str, int] = {}
         self.items_stored = 0  # by this runtime (the store also holds earlier runs)
         self.longest_stall_s = 0.0  # the event loop's longest stall seen by `watch_loop`
+        self.disk_low = False  # free space under storage.warn_free_mb, as the space keeper last said
         self.metrics = LaneMetrics()  # what /metrics can only learn as it happens: latencies (station/metrics.py)
         self._queue: deque[m.Event] = deque()
         self._writes: asyncio.Queue[m.WriteOutput] = asyncio.Queue()
@@ -271,7 +272,7 @@ class LaneRuntime:
         if self.book.get(code) is None:
             return f"no active alarm {code}"
         self.check_readers(time.monotonic())  # a reader plugged back a moment ago counts as back
-        if why := self.core.why_held(code) or self._reader_not_back(code):
+        if why := self.core.why_held(code) or self._reader_not_back(code) or self._space_not_back(code):
             self.audit(by, f"alarm clear {code} refused: {why}")
             return f"{code} cannot be cleared yet: {why}"
         self.audit(by, f"alarm clear {code}")
@@ -302,6 +303,9 @@ class LaneRuntime:
                     return f"the {reader} is {health.state.value}: {health.detail}"
         return ""
 
+    def _space_not_back(self, code: str) -> str:
+        return "free space is still under storage.warn_free_mb" if code == "DISK_LOW" and self.disk_low else ""
+
     def audit(self, who: str, action: str) -> None:
         log.info("audit: %s: %s", who, action)
         self.writer.submit(lambda store: store.add_audit(who, action))
@@ -309,6 +313,15 @@ class LaneRuntime:
     def store_full(self, full: bool, why: str) -> None:
         """The writer's report: the store cannot take more (the lane pauses), or can again."""
         self.dispatch(m.StoreFull(time.monotonic(), full, why))
+
+    def space_low(self, low: bool, why: str) -> None:
+        """The space keeper's report (station/space.py): free space under storage.warn_free_mb (DISK_LOW), or
+        back above it, when the station clears DISK_LOW itself."""
+        self.disk_low = low
+        if low and self.book.get("DISK_LOW") is None:
+            self.dispatch_alarm("DISK_LOW", why)
+        elif not low and self.book.get("DISK_LOW") is not None:
+            self._clear("DISK_LOW", STATION)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

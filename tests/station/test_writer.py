@@ -145,3 +145,31 @@ def test_the_store_is_created_owner_only_and_an_old_readable_one_is_tightened(tm
     old.chmod(0o644)
     Store(old).close()
     assert stat.S_IMODE(old.stat().st_mode) == 0o600
+
+
+def test_an_interjected_job_runs_in_its_turn_and_while_the_head_waits_for_room(tmp_path: Path) -> None:
+    """Retention's way in (station/retention.py): from another thread, between queued jobs, and below the
+    free-space floor too, where the queue's head waits (its job frees the space the head waits for)."""
+    order: list[str] = []
+
+    async def main() -> None:
+        async with StoreWriter(tmp_path / "s.db", retry_s=0.05) as writer:
+            first = writer.submit(lambda store: order.append("queued 1"), want_result=True)
+            done = await asyncio.to_thread(writer.interject, lambda store: order.append("interjected") or 7)
+            second = writer.submit(lambda store: order.append("queued 2"), want_result=True)
+            await asyncio.gather(first, second)  # type: ignore[arg-type]
+            assert done == 7 and order == ["queued 1", "interjected", "queued 2"]
+
+            writer.min_free_bytes = 2**62  # no disk has that much free: the head waits for room
+            head = writer.submit(lambda store: store.enqueue([message(1)]), want_result=True)
+            assert head is not None
+            freed = await asyncio.to_thread(writer.interject, lambda store: store.outbox_count())
+            assert freed == 0 and not head.done() and writer.full
+            with pytest.raises(ZeroDivisionError):  # its failure is its sender's, and the head still waits
+                await asyncio.to_thread(writer.interject, lambda store: 1 // 0)
+            writer.min_free_bytes = 0
+            await head
+        with pytest.raises(RuntimeError):  # once the writer stopped
+            writer.interject(lambda store: None)
+
+    asyncio.run(main())
