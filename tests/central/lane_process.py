@@ -10,12 +10,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiomqtt
 
-from station.mqtt_link import Live, Topics
+from station.config import MqttSection
+from station.mqtt_link import CentralLink, Live, Topics
+from station.store import Store
+from station.writer import StoreWriter
 from tests.conftest import Broker, free_port, terminate
 
 
@@ -118,6 +123,20 @@ class StandInPresence:
                                          "schemas": {}}),
                 Live(self.topics.state("plc"), {**self.head("screening/v1/device-state"), "device": "plc",
                                                 "state": "up", "detail": ""})]
+
+
+@asynccontextmanager
+async def running_link(path: Path, config: MqttSection, client_id: str, topics: Topics) -> AsyncIterator[CentralLink]:
+    """A lane's link to central on the store at `path`, running as the daemon runs it (a stand-in presence)."""
+    with Store(path) as store:
+        async with StoreWriter(path) as writer:
+            link = CentralLink(store, writer, config, client_id, topics=topics, presence=StandInPresence(topics))
+            task = asyncio.create_task(link.run())
+            try:
+                yield link
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
 
 @dataclass

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import aiomqtt
@@ -16,25 +15,15 @@ from hypothesis import strategies as st
 from station.config import MqttSection
 from station.mqtt_link import CentralLink, Topics, stamp
 from station.store import OutboxMessage, Store
-from station.writer import StoreWriter
-from tests.central.lane_process import StandInPresence
+from tests.central.lane_process import running_link
 from tests.conftest import Broker
 
 TOPICS = Topics("S", "L")
 
 
-@asynccontextmanager
-async def link(path: Path, broker: Broker, **mqtt: object) -> AsyncIterator[CentralLink]:
-    with Store(path) as store:
-        async with StoreWriter(path) as writer:
-            central = CentralLink(store, writer, MqttSection(host=broker.host, port=broker.port, **mqtt),  # type: ignore[arg-type]
-                                  "station-S-L", topics=TOPICS, presence=StandInPresence(TOPICS))
-            task = asyncio.create_task(central.run())
-            try:
-                yield central
-            finally:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+def link(path: Path, broker: Broker, **mqtt: object) -> AbstractAsyncContextManager[CentralLink]:
+    config = MqttSection(host=broker.host, port=broker.port, **mqtt)  # type: ignore[arg-type]
+    return running_link(path, config, "station-S-L", TOPICS)
 
 
 class Consumer:

@@ -19,8 +19,8 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import ExitStack, asynccontextmanager
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager, ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,8 +33,7 @@ from station.config import ConfigError, MqttSection
 from station.mqtt_link import CentralLink, Topics
 from station.mqtt_tls import explain, tls_context
 from station.store import OutboxMessage, Store, append_outbox
-from station.writer import StoreWriter
-from tests.central.lane_process import StandInPresence
+from tests.central.lane_process import running_link as lane_link
 from tests.central.pki import OPENSSL, KeyPair, Pki, make_pki
 from tests.conftest import MOSQUITTO, Broker, free_port
 
@@ -127,18 +126,9 @@ def site(pki: Pki, tmp_path: Path) -> Iterator[Site]:
         broker.stop()
 
 
-@asynccontextmanager
-async def running_link(path: Path, config: MqttSection) -> AsyncIterator[CentralLink]:
+def running_link(path: Path, config: MqttSection) -> AbstractAsyncContextManager[CentralLink]:
     """Lane 1's link to central, running as the daemon runs it."""
-    with Store(path) as store:
-        async with StoreWriter(path) as writer:
-            link = CentralLink(store, writer, config, LANE_ID, topics=TOPICS, presence=StandInPresence(TOPICS))
-            task = asyncio.create_task(link.run())
-            try:
-                yield link
-            finally:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+    return lane_link(path, config, LANE_ID, TOPICS)
 
 
 async def refusal(link: CentralLink, timeout: float = 8) -> DeviceHealth:
